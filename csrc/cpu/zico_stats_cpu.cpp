@@ -1,0 +1,188 @@
+// CPU implementation of the zico_fast ops: one OpenMP-parallel pass over all tensors of a call.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "../launch_plan.h"
+#include "../zico_math.h"
+
+namespace zico_fast {
+namespace {
+
+// Large enough to amortise scheduling, small enough to balance 300 layers over the cores.
+constexpr int64_t kCpuChunkSize = 16384;
+
+// Bits of a chunk's non-finite flags: in the shift (the earlier batch) or in the new gradient.
+constexpr uint8_t kBadShift = 1;
+constexpr uint8_t kBadGrad = 2;
+
+template <typename T>
+std::vector<T*> data_pointers(at::TensorList tensors) {
+  std::vector<T*> out;
+  out.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) {
+    out.push_back(static_cast<T*>(t.data_ptr()));
+  }
+  return out;
+}
+
+// Folds per-chunk non-finite bits into the per-tensor bad_batch flags (serially: few chunks).
+void record_bad_batches(const std::vector<Chunk>& chunks, const std::vector<uint8_t>& bad,
+                        at::TensorList bad_batch, int64_t batch) {
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (bad[c] == 0) {
+      continue;
+    }
+    int32_t* flag = bad_batch[chunks[c].tensor].data_ptr<int32_t>();
+    const int64_t at_batch = (bad[c] & kBadShift) ? batch - 1 : batch;
+    *flag = static_cast<int32_t>(std::min<int64_t>(*flag, at_batch));
+  }
+}
+
+// Sums per-chunk partial sums into one float64 per tensor, in chunk order (deterministic).
+at::Tensor sum_partials_per_tensor(const std::vector<Chunk>& chunks,
+                                   const std::vector<double>& partial, int64_t num_tensors) {
+  at::Tensor out = at::zeros({num_tensors}, at::TensorOptions().dtype(at::kDouble));
+  double* sums = out.data_ptr<double>();
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    sums[chunks[c].tensor] += partial[c];
+  }
+  return out;
+}
+
+void accumulate_cpu(at::TensorList grads, at::TensorList shifts, at::TensorList sum_dev,
+                    at::TensorList sum_sq_dev, at::TensorList sum_abs, at::TensorList bad_batch,
+                    int64_t batch, bool initialize) {
+  constexpr const char* op = "zico_fast::accumulate_";
+  check_gradients(op, grads);
+  check_group_matches(op, "shifts", grads, shifts, grads[0].scalar_type());
+  check_group_matches(op, "sum_dev", grads, sum_dev, at::kFloat);
+  check_group_matches(op, "sum_sq_dev", grads, sum_sq_dev, at::kFloat);
+  check_group_matches(op, "sum_abs", grads, sum_abs, at::kFloat);
+  check_bad_batch(op, grads, bad_batch);
+
+  const std::vector<Chunk> chunks = plan_chunks(grads, kCpuChunkSize);
+  std::vector<uint8_t> bad(chunks.size(), 0);
+  auto dev = data_pointers<float>(sum_dev);
+  auto sq = data_pointers<float>(sum_sq_dev);
+  auto ab = data_pointers<float>(sum_abs);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "accumulate_cpu", [&] {
+    auto g_ptrs = data_pointers<const scalar_t>(grads);
+    auto k_ptrs = data_pointers<const scalar_t>(shifts);
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        const Chunk ch = chunks[c];
+        const scalar_t* __restrict__ g = g_ptrs[ch.tensor];
+        const scalar_t* __restrict__ k = k_ptrs[ch.tensor];
+        float* __restrict__ d = dev[ch.tensor];
+        float* __restrict__ s = sq[ch.tensor];
+        float* __restrict__ a = ab[ch.tensor];
+        bool finite_g = true;
+        bool finite_k = true;
+        for (int64_t i = ch.begin; i < ch.end; ++i) {
+          const float gi = static_cast<float>(g[i]);
+          const float ki = static_cast<float>(k[i]);
+          finite_g &= is_finite(gi);
+          Moments m;
+          if (initialize) {
+            finite_k &= is_finite(ki);
+            m = moments_of_pair(ki, gi);
+          } else {
+            m = Moments{d[i], s[i], a[i]};
+            add_sample(m, gi, ki);
+          }
+          d[i] = m.sum_dev;
+          s[i] = m.sum_sq_dev;
+          a[i] = m.sum_abs;
+        }
+        bad[c] = (finite_k ? 0 : kBadShift) | (finite_g ? 0 : kBadGrad);
+      }
+    });
+  });
+  record_bad_batches(chunks, bad, bad_batch, batch);
+}
+
+at::Tensor ratio_sums_cpu(at::TensorList sum_dev, at::TensorList sum_sq_dev, at::TensorList sum_abs,
+                          int64_t count) {
+  constexpr const char* op = "zico_fast::ratio_sums";
+  TORCH_CHECK(count >= 2, op, ": need at least 2 samples, got ", count);
+  TORCH_CHECK(!sum_dev.empty(), op, ": expected at least one tensor");
+  check_group_matches(op, "sum_dev", sum_dev, sum_dev, at::kFloat);
+  check_group_matches(op, "sum_sq_dev", sum_dev, sum_sq_dev, at::kFloat);
+  check_group_matches(op, "sum_abs", sum_dev, sum_abs, at::kFloat);
+
+  const std::vector<Chunk> chunks = plan_chunks(sum_dev, kCpuChunkSize);
+  std::vector<double> partial(chunks.size(), 0.0);
+  auto dev = data_pointers<const float>(sum_dev);
+  auto sq = data_pointers<const float>(sum_sq_dev);
+  auto ab = data_pointers<const float>(sum_abs);
+  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t c = first; c < last; ++c) {
+      const Chunk ch = chunks[c];
+      const float* __restrict__ d = dev[ch.tensor];
+      const float* __restrict__ s = sq[ch.tensor];
+      const float* __restrict__ a = ab[ch.tensor];
+      double acc = 0.0;
+      for (int64_t i = ch.begin; i < ch.end; ++i) {
+        acc += element_ratio(Moments{d[i], s[i], a[i]}, count);
+      }
+      partial[c] = acc;
+    }
+  });
+  return sum_partials_per_tensor(chunks, partial, static_cast<int64_t>(sum_dev.size()));
+}
+
+at::Tensor pair_ratio_sums_cpu(at::TensorList first, at::TensorList second, at::TensorList bad_batch,
+                               int64_t batch) {
+  constexpr const char* op = "zico_fast::pair_ratio_sums";
+  check_gradients(op, second);
+  check_group_matches(op, "first", second, first, second[0].scalar_type());
+  check_bad_batch(op, second, bad_batch);
+
+  const std::vector<Chunk> chunks = plan_chunks(second, kCpuChunkSize);
+  std::vector<double> partial(chunks.size(), 0.0);
+  std::vector<uint8_t> bad(chunks.size(), 0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, second[0].scalar_type(), "pair_ratio_sums_cpu", [&] {
+    auto k_ptrs = data_pointers<const scalar_t>(first);
+    auto g_ptrs = data_pointers<const scalar_t>(second);
+    at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t c = lo; c < hi; ++c) {
+        const Chunk ch = chunks[c];
+        const scalar_t* __restrict__ k = k_ptrs[ch.tensor];
+        const scalar_t* __restrict__ g = g_ptrs[ch.tensor];
+        double acc = 0.0;
+        bool finite_k = true;
+        bool finite_g = true;
+        for (int64_t i = ch.begin; i < ch.end; ++i) {
+          const float ki = static_cast<float>(k[i]);
+          const float gi = static_cast<float>(g[i]);
+          finite_k &= is_finite(ki);
+          finite_g &= is_finite(gi);
+          acc += element_ratio(moments_of_pair(ki, gi), 2);
+        }
+        partial[c] = acc;
+        bad[c] = (finite_k ? 0 : kBadShift) | (finite_g ? 0 : kBadGrad);
+      }
+    });
+  });
+  record_bad_batches(chunks, bad, bad_batch, batch);
+  return sum_partials_per_tensor(chunks, partial, static_cast<int64_t>(second.size()));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(zico_fast, CPU, m) {
+  m.impl("accumulate_", &accumulate_cpu);
+  m.impl("ratio_sums", &ratio_sums_cpu);
+  m.impl("pair_ratio_sums", &pair_ratio_sums_cpu);
+}
+
+}  // namespace zico_fast

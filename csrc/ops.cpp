@@ -1,0 +1,29 @@
+// The op schemas of zico_fast (written once; each backend registers its implementation) and the
+// Python module `zico_fast._C`, whose import runs the registrations.
+#include <Python.h>
+#include <torch/library.h>
+
+// NOTE: [Op contract]
+// Every op takes lists of tensors, one entry per selected weight, and works on all of them in one
+// parallel pass (CPU) or one launch (CUDA). Statistics are float32 whatever the gradient dtype;
+// see csrc/zico_math.h for the math. `bad_batch[i]` is a one-element int32 tensor that receives
+// min(bad_batch[i], batch index) when tensor i holds a non-finite gradient.
+TORCH_LIBRARY(zico_fast, m) {
+  // Adds one batch of gradients to the running moments. With initialize=true the moments are
+  // (over)written from the pair (shifts, grads): shifts hold the previous batch's gradients.
+  m.def(
+      "accumulate_(Tensor[] grads, Tensor[] shifts, Tensor(a!)[] sum_dev, Tensor(b!)[] sum_sq_dev, "
+      "Tensor(c!)[] sum_abs, Tensor(d!)[] bad_batch, int batch, bool initialize) -> ()");
+  // Per tensor, the float64 sum over kept elements of mean|g| / std(g) after `count` samples.
+  m.def("ratio_sums(Tensor[] sum_dev, Tensor[] sum_sq_dev, Tensor[] sum_abs, int count) -> Tensor");
+  // The N = 2 closed form: per tensor, sum over kept elements of (|g1| + |g2|) / |g1 - g2|,
+  // straight from the two gradients, with no moments stored.
+  m.def("pair_ratio_sums(Tensor[] first, Tensor[] second, Tensor(a!)[] bad_batch, int batch) -> Tensor");
+}
+
+// NOTE: [Empty module]
+// The ops live in the dispatcher, not in this module; importing it only loads the library.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
