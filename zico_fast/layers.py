@@ -1,0 +1,66 @@
+"""Which weights ZiCo scores: the authors' Conv2d + Linear set by default, or the user's choice."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import torch
+from torch import nn
+
+#: The authors' layer set: every Conv2d (depthwise, pointwise, stem) and Linear; weights only.
+DEFAULT_LAYER_TYPES = (nn.Conv2d, nn.Linear)
+
+LayerSelector = Union[None, type, Sequence[type], Callable[[str, nn.Module], bool]]
+
+
+@dataclass
+class SelectedLayer:
+    name: str  # the module's qualified name in the model ("" for the model itself)
+    weight: nn.Parameter
+
+
+def _matcher(layers: LayerSelector) -> Callable[[str, nn.Module], bool]:
+    if layers is None:
+        layers = DEFAULT_LAYER_TYPES
+    if isinstance(layers, type):
+        layers = (layers,)
+    if isinstance(layers, (tuple, list)):
+        types = tuple(layers)
+        if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+            raise TypeError(f"layers must be nn.Module types or a predicate(name, module) -> bool, got {layers!r}")
+        return lambda name, module: isinstance(module, types)
+    if callable(layers):
+        return layers
+    raise TypeError(f"layers must be nn.Module types or a predicate(name, module) -> bool, got {layers!r}")
+
+
+def select_layers(model: nn.Module, layers: LayerSelector = None) -> tuple[list[SelectedLayer], dict[str, str]]:
+    """The weights to score, and the matching layers that were left out with the reason why.
+
+    A weight shared by several modules is scored once, under the first module's name; frozen
+    weights (requires_grad=False) are left out, as are matching modules without a weight tensor.
+    """
+    matches = _matcher(layers)
+    selected: list[SelectedLayer] = []
+    skipped: dict[str, str] = {}
+    owner_of: dict[int, str] = {}
+    for name, module in model.named_modules():
+        if not matches(name, module):
+            continue
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            skipped[name] = "has no weight tensor"
+        elif id(weight) in owner_of:
+            skipped[name] = f"shares its weight with {owner_of[id(weight)]!r} (counted once)"
+        elif not weight.requires_grad:
+            skipped[name] = "frozen (requires_grad=False)"
+        else:
+            owner_of[id(weight)] = name
+            selected.append(SelectedLayer(name, weight))
+    if not selected:
+        raise ValueError(
+            "the model has no layer ZiCo can score: no trainable weight of "
+            + ("Conv2d/Linear modules" if layers is None else f"the selected layers ({layers!r})")
+            + ". Pass layers=(nn.Conv1d, ...) or a predicate(name, module) to choose others."
+        )
+    return selected, skipped

@@ -1,0 +1,251 @@
+"""The NAS-Bench-201 / NATS-Bench-TSS topology search space: arch strings, benchmark indices, CIFAR networks, costs."""
+from __future__ import annotations
+
+import functools
+import random
+import re
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from zico_fast.spaces.base import Cost, SearchSpace
+
+# Op order and edge order are NAS-Bench-201's own: the index order below is defined in terms of them.
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to node, from node), in string order
+NUM_ARCHS = len(OPS) ** len(EDGES)  # 15,625
+FORMAT = ("expected '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' (node 1, 2, 3 with one op per earlier node), "
+          "op one of " + ", ".join(OPS) + ", e.g. "
+          "'|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'")
+_ENTRY = re.compile(r"([a-z0-9_]+)~(\d+)")
+
+
+def _to_string(ops: tuple[int, ...]) -> str:
+    names = [f"{OPS[o]}~{src}" for o, (_, src) in zip(ops, EDGES)]
+    return "|" + "|+|".join("|".join(names[a:b]) for a, b in ((0, 1), (1, 3), (3, 6))) + "|"
+
+
+def _parse(arch: str) -> tuple[int, ...]:
+    """Op indices of the 6 edges in EDGES order; entries of a node may come in any order."""
+    if not isinstance(arch, str):
+        raise ValueError(f"NB201 architecture must be a string, got {type(arch).__name__}; {FORMAT}")
+    nodes = arch.strip().split("+")
+    if len(nodes) != 3:
+        raise ValueError(f"{arch!r} has {len(nodes)} node groups separated by '+', need 3; {FORMAT}")
+    ops: dict[tuple[int, int], int] = {}
+    for node, group in enumerate(nodes, start=1):
+        if len(group) < 2 or group[0] != "|" or group[-1] != "|":
+            raise ValueError(f"node {node} group {group!r} of {arch!r} must start and end with '|'; {FORMAT}")
+        for entry in group[1:-1].split("|"):
+            m = _ENTRY.fullmatch(entry)
+            if m is None:
+                raise ValueError(f"entry {entry!r} of node {node} in {arch!r} is not 'op~input'; {FORMAT}")
+            name, src = m.group(1), int(m.group(2))
+            if name not in OPS:
+                raise ValueError(f"unknown op {name!r} in {arch!r}; {FORMAT}")
+            if src >= node:
+                raise ValueError(f"node {node} cannot take input from node {src} in {arch!r}; {FORMAT}")
+            if (node, src) in ops:
+                raise ValueError(f"node {node} has two ops from node {src} in {arch!r}; {FORMAT}")
+            ops[(node, src)] = OPS.index(name)
+        if len(ops) != node * (node + 1) // 2:
+            raise ValueError(f"node {node} of {arch!r} needs exactly one op from each of nodes 0..{node - 1}; {FORMAT}")
+    return tuple(ops[e] for e in EDGES)
+
+
+@functools.lru_cache(maxsize=None)
+def _index_order() -> tuple[tuple[int, ...], dict[int, int]]:
+    """NATS-Bench-TSS index -> lexicographic code, and its inverse.
+
+    NAS-Bench-201 listed the cells lexicographically (first edge slowest, ops in OPS order) and then
+    shuffled that list with Python's `random.seed(88); random.shuffle(archs)`.  The shuffle is spelt out
+    here (Fisher-Yates over the Mersenne Twister's getrandbits, exactly what CPython's shuffle does) so
+    that a future change to `random.shuffle` cannot silently reorder the indices.
+    """
+    mt, order = random.Random(88), list(range(NUM_ARCHS))
+    for i in range(NUM_ARCHS - 1, 0, -1):
+        bits = (i + 1).bit_length()
+        j = mt.getrandbits(bits)
+        while j > i:  # rejection sampling gives a uniform j in [0, i]
+            j = mt.getrandbits(bits)
+        order[i], order[j] = order[j], order[i]
+    return tuple(order), {code: index for index, code in enumerate(order)}
+
+
+def _code(ops: tuple[int, ...]) -> int:
+    code = 0
+    for o in ops:
+        code = code * len(OPS) + o
+    return code
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
+        super().__init__(nn.ReLU(), nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout))
+
+
+class Zero(nn.Module):
+    """The 'none' op; multiplying (rather than returning fresh zeros) keeps the graph connected."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def _op(index: int, channels: int) -> nn.Module:
+    name = OPS[index]
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    return ReLUConvBN(channels, channels, 3 if name == "nor_conv_3x3" else 1)
+
+
+class Cell(nn.Module):
+    """4-node DAG: node i is the sum of the ops on its edges from nodes 0..i-1; node 3 is the output."""
+
+    def __init__(self, ops: tuple[int, ...], channels: int):
+        super().__init__()
+        self.edges = nn.ModuleList(_op(o, channels) for o in ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for node in (1, 2, 3):
+            nodes.append(sum(op(nodes[src]) for op, (dst, src) in zip(self.edges, EDGES) if dst == node))
+        return nodes[3]
+
+
+class ResidualReduction(nn.Module):
+    """NAS-Bench-201's stage transition: a stride-2 basic block whose shortcut is avg-pool + 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv_a = ReLUConvBN(cin, cout, 3, stride=2)
+        self.conv_b = ReLUConvBN(cout, cout, 3)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2), nn.Conv2d(cin, cout, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Network(nn.Module):
+    """Stem, 3 stages of N cells (C, 2C, 4C channels) joined by reductions, BN-ReLU, pool, Linear."""
+
+    def __init__(self, ops: tuple[int, ...], C: int = 16, N: int = 5, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        layers: list[nn.Module] = []
+        for stage, width in enumerate((C, 2 * C, 4 * C)):
+            if stage:
+                layers.append(ResidualReduction(width // 2, width))
+            layers.extend(Cell(ops, width) for _ in range(N))
+        self.cells = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * C, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.lastact(self.cells(self.stem(x))))
+        return self.classifier(x.flatten(1))
+
+
+class NB201Space(SearchSpace):
+    """The 15,625 cells of NAS-Bench-201 on CIFAR (C=16, N=5 by default), named by their arch strings."""
+
+    name = "nb201"
+
+    def __init__(self, num_classes: int = 10, C: int = 16, N: int = 5, resolution: int = 32):
+        if resolution % 4:  # two stride-2 stages: conv and avg-pool shortcut disagree on odd sizes
+            raise ValueError(f"resolution must be a multiple of 4, got {resolution}")
+        self.num_classes, self.C, self.N, self.resolution = num_classes, C, N, resolution
+
+    # ---- names and indices -------------------------------------------------------------------
+    def canonical(self, arch: str) -> str:
+        return _to_string(_parse(arch))
+
+    def index_of(self, arch: str) -> int:
+        """NATS-Bench-TSS / NAS-Bench-201 index (0..15624) of `arch`."""
+        return _index_order()[1][_code(_parse(arch))]
+
+    def arch_from_index(self, index: int) -> str:
+        if not 0 <= index < NUM_ARCHS:
+            raise ValueError(f"NB201 index must be in 0..{NUM_ARCHS - 1}, got {index}")
+        code, ops = _index_order()[0][index], []
+        for _ in EDGES:
+            code, o = divmod(code, len(OPS))
+            ops.append(o)
+        return _to_string(tuple(reversed(ops)))
+
+    def enumerate(self) -> Iterator[str]:
+        """All 15,625 arch strings in benchmark index order."""
+        return (self.arch_from_index(i) for i in range(NUM_ARCHS))
+
+    # ---- search ------------------------------------------------------------------------------
+    def random(self, rng: random.Random) -> str:
+        return self.arch_from_index(rng.randrange(NUM_ARCHS))
+
+    def initial(self, rng: random.Random) -> str:
+        return self.random(rng)
+
+    def mutate(self, arch: str, rng: random.Random, num_blocks: int = 1) -> str:
+        """Give `num_blocks` distinct random edges each a different random op."""
+        ops = list(_parse(arch))
+        if not 1 <= num_blocks <= len(EDGES):
+            raise ValueError(f"num_blocks must be in 1..{len(EDGES)} (edges of a cell), got {num_blocks}")
+        for edge in rng.sample(range(len(EDGES)), num_blocks):
+            ops[edge] = rng.choice([o for o in range(len(OPS)) if o != ops[edge]])
+        return _to_string(tuple(ops))
+
+    # ---- networks and costs ------------------------------------------------------------------
+    def build(self, arch: str) -> nn.Module:
+        return NB201Network(_parse(arch), self.C, self.N, self.num_classes).train()
+
+    def cost(self, arch: str) -> Cost:
+        """Exact params; FLOPs = multiply-accumulates of one image: convs, BN (1 per output element)
+        and the Linear's weights (no bias adds, pooling, ReLU or sums), as in the MobileNet space.
+
+        `naslib_flops` counts more ops and is what NASLib's zc_nasbench201.json reports.
+        """
+        params, macs, _ = self._count(_parse(arch))
+        return Cost(params=params, flops=macs, depth=3 * self.N)
+
+    def naslib_flops(self, arch: str) -> int:
+        """FLOPs as NASLib's `flops` (tensorwatch ModelStats) counts them: conv MACs, BN 2 and ReLU 1
+        per element, avg-pool k*k per output element, adaptive pool (H+1)*(W+1) per channel, Linear
+        in*out.  Matches `naslib_flops` * 1e6 of all 725 architectures in shared/data/nb201_dev.csv."""
+        return self._count(_parse(arch))[2]
+
+    def _count(self, ops: tuple[int, ...]) -> tuple[int, int, int]:
+        params = macs = tw = 0  # tw: the tensorwatch convention of naslib_flops
+
+        def relu_conv_bn(cin: int, cout: int, k: int, in_px: int, out_px: int) -> None:
+            nonlocal params, macs, tw
+            params += cin * cout * k * k + 2 * cout
+            macs += (cin * cout * k * k + cout) * out_px
+            tw += cin * in_px + (cin * cout * k * k + 2 * cout) * out_px
+
+        C, size = self.C, self.resolution
+        params, macs = 3 * C * 9 + 2 * C, (27 * C + C) * size * size  # stem conv + BN
+        tw = (27 * C + 2 * C) * size * size
+        for stage, c in enumerate((C, 2 * C, 4 * C)):
+            if stage:
+                cin, in_px, size = c // 2, size * size, size // 2
+                relu_conv_bn(cin, c, 3, in_px, size * size)
+                relu_conv_bn(c, c, 3, size * size, size * size)
+                params, macs = params + cin * c, macs + cin * c * size * size  # shortcut 1x1 conv
+                tw += (4 * cin + cin * c) * size * size  # shortcut 2x2 avg pool + 1x1 conv
+            px = size * size
+            for o in ops:
+                if OPS[o] == "avg_pool_3x3":
+                    tw += 9 * c * px * self.N
+                elif OPS[o].startswith("nor_conv"):
+                    for _ in range(self.N):
+                        relu_conv_bn(c, c, 3 if OPS[o] == "nor_conv_3x3" else 1, px, px)
+        c, px = 4 * C, size * size
+        params += 2 * c + c * self.num_classes + self.num_classes  # last BN, Linear
+        macs += c * px + c * self.num_classes
+        tw += 3 * c * px + (size + 1) ** 2 * c + c * self.num_classes
+        return params, macs, tw
