@@ -1,0 +1,107 @@
+"""Image data for scoring: the bundled real CIFAR-10 sample, .npz files, image folders, torchvision."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BUNDLED = Path(__file__).parent / "data" / "cifar10_sample.npz"
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def load_images(source: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N, H, W, 3], labels int64 [N]) from `source`.
+
+    source: None or "bundled" (1,024 real CIFAR-10 images shipped in the package); a `.npz` with
+    arrays `x` ([N, H, W, 3] uint8 or [N, 3, H, W]) and `y`; a folder with one sub-folder of
+    images per class; or "torchvision:<Dataset>:<root>" for a dataset already on disk.
+    """
+    if source is None or str(source) == "bundled":
+        return _load_npz(BUNDLED)
+    text = str(source)
+    if text.startswith("torchvision:"):
+        return _load_torchvision(text)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"no data at {path}: give a .npz file, an image folder, "
+                                "'bundled', or 'torchvision:<Dataset>:<root>'")
+    if path.is_dir():
+        return _load_image_folder(path)
+    if path.suffix == ".npz":
+        return _load_npz(path)
+    raise ValueError(f"cannot read {path}: expected a .npz file or a folder of class sub-folders")
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as data:
+        if "x" not in data or "y" not in data:
+            raise ValueError(f"{path} must hold arrays 'x' (images) and 'y' (labels), found {list(data)}")
+        x, y = data["x"], data["y"].astype(np.int64)
+    if x.ndim == 4 and x.shape[1] == 3 and x.shape[-1] != 3:
+        x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC
+    if x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
+        raise ValueError(f"{path}: expected x [N, H, W, 3] and y [N], got {x.shape} and {y.shape}")
+    return x, y
+
+
+def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image  # pillow comes with matplotlib; only this path needs it
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() in _IMAGE_SUFFIXES:
+                images.append(np.asarray(Image.open(file).convert("RGB")))
+                labels.append(label)
+    if not images:
+        raise ValueError(f"{root} holds no images in class sub-folders (root/<class>/<image>.png)")
+    if len({im.shape for im in images}) != 1:
+        raise ValueError(f"images in {root} differ in size; resize them to one size first")
+    return np.stack(images), np.array(labels, dtype=np.int64)
+
+
+def _load_torchvision(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        _, name, root = spec.split(":", 2)
+        import torchvision.datasets as datasets
+    except (ValueError, ImportError) as error:
+        raise ValueError(f"{spec!r}: use 'torchvision:<Dataset>:<root>' with torchvision installed") from error
+    dataset = getattr(datasets, name)(root=root, train=True, download=False)
+    return np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64)
+
+
+def make_batches(source: str | Path | None = None, batch_size: int = 128, num_batches: int = 2,
+                 seed: int = 0, device: str | torch.device = "cpu", synthetic: bool = False,
+                 num_classes: int = 10, resolution: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`num_batches` disjoint batches drawn with `seed`, normalised with CIFAR statistics.
+
+    synthetic=True gives random normal images and labels instead (never implied: real data is
+    the default because ZiCo's ranking depends on it). `resolution` resizes (bilinear).
+    """
+    if batch_size < 1 or num_batches < 1:
+        raise ValueError(f"batch_size and num_batches must be positive, got {batch_size} and {num_batches}")
+    generator = torch.Generator().manual_seed(seed)
+    needed = batch_size * num_batches
+    if synthetic:
+        size = resolution or 32
+        x = torch.randn(needed, 3, size, size, generator=generator)
+        y = torch.randint(0, num_classes, (needed,), generator=generator)
+    else:
+        images, labels = load_images(source)
+        if needed > len(images):
+            raise ValueError(f"{num_batches} batches of {batch_size} need {needed} images but the data has "
+                             f"{len(images)}; use fewer or smaller batches, or more data")
+        pick = torch.randperm(len(images), generator=generator)[:needed].numpy()
+        x = torch.from_numpy(images[pick]).permute(0, 3, 1, 2).float().div_(255)
+        mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        y = torch.from_numpy(labels[pick])
+        if resolution is not None and resolution != x.shape[-1]:
+            x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    x, y = x.to(device), y.to(device)
+    return [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]) for i in range(num_batches)]
