@@ -1,4 +1,6 @@
 """zico_fast: exact ZiCo zero-shot NAS scores from fused C++/CUDA gradient-statistics kernels."""
+import torch  # noqa: F401  (loads libtorch, which the extension links against)
+
 try:
     from zico_fast import _C  # noqa: F401  (loading the library registers the zico_fast ops)
 except ImportError as error:  # pragma: no cover - only without a build
