@@ -10,7 +10,7 @@ from torch import nn
 from zico_fast.spaces.nb201 import EDGES, NUM_ARCHS, OPS, NB201Space
 
 CSV = Path(__file__).resolve().parents[2] / "shared/data/nb201_dev.csv"
-BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 SPACE = NB201Space()
@@ -67,14 +67,17 @@ def test_params_and_naslib_flops_match_all_rows(rows):
         assert round(SPACE.cost(arch).params / 1e6, 6) == float(r["naslib_params"]), arch
         # naslib_flops is tensorwatch's count (BN, ReLU, pools included), reproduced exactly.
         assert SPACE.naslib_flops(arch) == round(float(r["naslib_flops"]) * 1e6), arch
-        # cost().flops counts MACs only (conv, BN 1/element, Linear): always below NASLib's number.
-        assert SPACE.cost(arch).flops < SPACE.naslib_flops(arch)
+        # cost().flops counts MACs only (conv, BN 1/element, Linear), so it is 0.8% to 40% below
+        # NASLib's number on these rows; the big gaps are cells of avg_pool_3x3, which NASLib counts
+        # as 9 FLOPs per output element.  The two rank the rows alike (Spearman 0.996).
+        assert 0.005 < 1 - SPACE.cost(arch).flops / SPACE.naslib_flops(arch) < 0.41
 
 
 def test_analytic_params_equal_built_model(rows):
     for r in rows[::12] + [{"arch_string": ALL_NONE}, {"arch_string": ALL_3X3}]:
         net = SPACE.build(r["arch_string"])
-        assert sum(p.numel() for p in net.parameters() if p.requires_grad) == SPACE.cost(r["arch_string"]).params
+        params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        assert params == SPACE.cost(r["arch_string"]).params
 
 
 def test_index_round_trip(rows):
@@ -97,8 +100,10 @@ def test_enumerate_covers_space_in_index_order():
         assert SPACE.index_of(archs[i]) == i
 
 
-@pytest.mark.parametrize("arch", [BEST, ALL_NONE, ALL_3X3,
-                                  "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"])
+MIXED = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"
+
+
+@pytest.mark.parametrize("arch", [EXAMPLE, ALL_NONE, ALL_3X3, MIXED])
 def test_flops_equal_hook_count(arch):
     macs, tw = hook_count(SPACE.build(arch))
     assert SPACE.cost(arch).flops == macs
@@ -108,10 +113,10 @@ def test_flops_equal_hook_count(arch):
 
 def test_other_sizes_match_built_model():
     space = NB201Space(num_classes=100, C=8, N=2, resolution=16)
-    net = space.build(BEST)
+    net = space.build(EXAMPLE)
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 100)
-    assert sum(p.numel() for p in net.parameters()) == space.cost(BEST).params
-    assert hook_count(net, 16) == (space.cost(BEST).flops, space.naslib_flops(BEST))
+    assert sum(p.numel() for p in net.parameters()) == space.cost(EXAMPLE).params
+    assert hook_count(net, 16) == (space.cost(EXAMPLE).flops, space.naslib_flops(EXAMPLE))
 
 
 def test_mutate_changes_exactly_num_blocks_edges():
@@ -123,9 +128,9 @@ def test_mutate_changes_exactly_num_blocks_edges():
             assert SPACE.canonical(child) == child
             assert sum(a != b for a, b in zip(edges_of(parent), edges_of(child))) == num_blocks
     with pytest.raises(ValueError):
-        SPACE.mutate(BEST, rng, 0)
+        SPACE.mutate(EXAMPLE, rng, 0)
     with pytest.raises(ValueError):
-        SPACE.mutate(BEST, rng, 7)
+        SPACE.mutate(EXAMPLE, rng, 7)
 
 
 def test_random_and_initial_are_valid_and_varied():
@@ -135,22 +140,26 @@ def test_random_and_initial_are_valid_and_varied():
 
 
 def test_canonical_reorders_entries_and_keeps_canonical_strings():
-    assert SPACE.canonical(BEST) == BEST
-    shuffled = "|nor_conv_3x3~0|+|avg_pool_3x3~1|nor_conv_3x3~0|+|skip_connect~2|skip_connect~0|nor_conv_3x3~1|"
-    assert SPACE.canonical(shuffled) == BEST
+    assert SPACE.canonical(EXAMPLE) == EXAMPLE
+    shuffled = ("|nor_conv_3x3~0|+|avg_pool_3x3~1|nor_conv_3x3~0|"
+                "+|skip_connect~2|skip_connect~0|nor_conv_3x3~1|")
+    assert SPACE.canonical(shuffled) == EXAMPLE
     assert len(OPS) ** len(EDGES) == NUM_ARCHS
 
 
+TAIL = "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
 @pytest.mark.parametrize("bad, words", [
-    ("", "3"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "3"),
-    ("|conv_5x5~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "unknown op"),
-    ("|nor_conv_3x3~1|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "node 1"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "exactly one"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "two ops"),
-    ("nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "'|'"),
-    ("|nor_conv_3x3-0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", "op~input"),
-    (None, "string"),
+    ("", "need 3"),
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|", "need 3"),
+    ("|conv_5x5~0|+|nor_conv_3x3~0|avg_pool_3x3~1|" + TAIL, "unknown op 'conv_5x5'"),
+    ("|nor_conv_3x3~1|+|nor_conv_3x3~0|avg_pool_3x3~1|" + TAIL, "node 1 cannot take input from node 1"),
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|" + TAIL, "exactly one op from each"),
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~0|" + TAIL, "two ops from node 0"),
+    ("nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|" + TAIL, "start and end with '|'"),
+    ("|nor_conv_3x3-0|+|nor_conv_3x3~0|avg_pool_3x3~1|" + TAIL, "not 'op~input'"),
+    (None, "must be a string"),
 ])
 def test_bad_strings_raise_value_error(bad, words):
     for call in (SPACE.canonical, SPACE.build, SPACE.cost, SPACE.index_of):
@@ -159,7 +168,7 @@ def test_bad_strings_raise_value_error(bad, words):
         assert words in str(info.value) and "expected '|op~0|" in str(info.value)
 
 
-@pytest.mark.parametrize("arch", [BEST, ALL_NONE, "|none~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|"])
+@pytest.mark.parametrize("arch", [EXAMPLE, ALL_NONE, "|none~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|"])
 def test_forward_backward(arch):
     torch.manual_seed(0)
     net = SPACE.build(arch)
@@ -172,5 +181,5 @@ def test_forward_backward(arch):
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert net.classifier.bias.grad.abs().sum() > 0
-    if arch == BEST:
+    if arch == EXAMPLE:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())

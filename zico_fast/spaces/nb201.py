@@ -1,4 +1,4 @@
-"""The NAS-Bench-201 / NATS-Bench-TSS topology search space: arch strings, benchmark indices, CIFAR networks, costs."""
+"""The NAS-Bench-201 / NATS-Bench-TSS topology space: arch strings, indices, CIFAR networks, costs."""
 from __future__ import annotations
 
 import functools
@@ -50,7 +50,8 @@ def _parse(arch: str) -> tuple[int, ...]:
                 raise ValueError(f"node {node} has two ops from node {src} in {arch!r}; {FORMAT}")
             ops[(node, src)] = OPS.index(name)
         if len(ops) != node * (node + 1) // 2:
-            raise ValueError(f"node {node} of {arch!r} needs exactly one op from each of nodes 0..{node - 1}; {FORMAT}")
+            raise ValueError(f"node {node} of {arch!r} needs exactly one op from each of nodes "
+                             f"0..{node - 1}; {FORMAT}")
     return tuple(ops[e] for e in EDGES)
 
 
