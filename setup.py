@@ -45,7 +45,7 @@ def extension():
     toolkit = toolkit_root()
     with_cuda = want_cuda(mode, toolkit)
     # -g0 overrides the -g in Python's CFLAGS: debug info triples the compile time of torch headers.
-    cxx = ["-O3", "-fopenmp", "-g0", "-std=c++17"]
+    cxx = ["-O3", "-fopenmp", "-g0"]  # the C++ standard comes from torch
     sources = [str(CSRC / "ops.cpp"), str(CSRC / "cpu" / "zico_stats_cpu.cpp")]
     include_dirs = []
     macros = []
@@ -58,7 +58,7 @@ def extension():
         sources.append(str(CSRC / "cuda" / "zico_stats_cuda.cu"))
         # No --use_fast_math: it flushes denormals, and tiny squared deviations must underflow
         # exactly as numpy's do (NOTE: [Dropped elements] in csrc/zico_math.h).
-        nvcc = ["-O3", "-lineinfo", "-std=c++17"]
+        nvcc = ["-O3", "-lineinfo"]
         return cpp_extension.CUDAExtension(
             "zico_fast._C", sources, include_dirs=include_dirs, define_macros=macros,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"],

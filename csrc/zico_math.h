@@ -47,26 +47,31 @@ C10_HOST_DEVICE inline void add_sample(Moments& m, float g, float shift) {
 }
 
 // mean(|g|) / std(g) of one element over `count` samples; 0 for a dropped element.
-// NaN in the moments propagates, so a non-finite gradient cannot vanish silently.
-C10_HOST_DEVICE inline double element_ratio(const Moments& m, int64_t count) {
-  if (m.sum_sq_dev == 0.f) {
-    return 0.0;
-  }
-  const double n = static_cast<double>(count);
-  const double mean_dev = static_cast<double>(m.sum_dev) / n;
-  const double var = static_cast<double>(m.sum_sq_dev) / n - mean_dev * mean_dev;
-  if (var <= 0.0) {
-    return 0.0;  // only reachable through rounding: exact arithmetic gives var > 0 here
-  }
-  return (static_cast<double>(m.sum_abs) / n) / ::sqrt(var);
+// With q = count * sum_sq_dev - sum_dev^2 = count^2 * var, the ratio (sum_abs / count) / std is
+// sum_abs / sqrt(q): one square root and one division. sum_dev^2 and count * sum_sq_dev are exact
+// in double, so q carries a single rounding. Branch-free so the CPU loops vectorise; NaN in the
+// moments propagates (NaN <= 0 is false), so a non-finite gradient cannot vanish silently.
+C10_HOST_DEVICE inline double element_ratio(const Moments& m, double count) {
+  const double dev = static_cast<double>(m.sum_dev);
+  const double q = count * static_cast<double>(m.sum_sq_dev) - dev * dev;
+  const double ratio = static_cast<double>(m.sum_abs) / ::sqrt(q);
+  // q <= 0 with sum_sq_dev > 0 is only reachable through rounding (exact arithmetic gives q > 0).
+  const bool dropped = m.sum_sq_dev == 0.f || q <= 0.0;
+  return dropped ? 0.0 : ratio;
 }
 
+// The N = 2 closed form, (|g1| + |g2|) / |g1 - g2|, with the same drop rule as element_ratio of
+// moments_of_pair(first, second) (the squared float32 deviation underflows to 0).
+C10_HOST_DEVICE inline double pair_ratio(float first, float second) {
+  const float dev = second - first;
+  const double ratio =
+      (static_cast<double>(::fabsf(first)) + static_cast<double>(::fabsf(second))) / ::fabs(static_cast<double>(dev));
+  return dev * dev == 0.f ? 0.0 : ratio;
+}
+
+// fabs(NaN) <= max is false, fabs(inf) <= max is false: a compare the CPU loops can vectorise.
 C10_HOST_DEVICE inline bool is_finite(float x) {
-#if defined(__CUDA_ARCH__)
-  return isfinite(x);
-#else
-  return std::isfinite(x);
-#endif
+  return ::fabsf(x) <= 3.402823466e+38f;
 }
 
 }  // namespace zico_fast

@@ -53,7 +53,7 @@ def test_pair_closed_form_equals_streaming_path(device):
     per_batch = random_gradients(ODD_SHAPES, 2, device=device, mean_over_std=100.0, seed=11)
     closed = kernel_ratio_sums(per_batch, pair_is_final=True)
     streaming = kernel_ratio_sums(per_batch, pair_is_final=False)
-    assert closed == pytest.approx(streaming, rel=1e-12)
+    assert closed == pytest.approx(streaming, rel=1e-6)  # float32 vs float64 sum of |g1|, |g2|
     assert_close_to_oracle(per_batch, pair_is_final=True)
 
 

@@ -37,14 +37,18 @@ class GradientStatistics:
         self.moments: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * num_tensors
         self.pair_sum: list[torch.Tensor | None] = [None] * num_tensors
         self._bad_flags: dict[torch.device, torch.Tensor] = {}
+        self._bad_flag_views: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._pending: list[tuple[int, torch.Tensor]] = []
         self._pending_bytes = 0
 
-    def bad_flag(self, index: int, device: torch.device) -> torch.Tensor:
-        """The one-element int32 view that records weight `index`'s first non-finite batch."""
+    def bad_flags(self, indices: list[int], device: torch.device) -> list[torch.Tensor]:
+        """The one-element int32 views that record each weight's first non-finite batch."""
         if device not in self._bad_flags:
-            self._bad_flags[device] = torch.full((self.num_tensors,), NO_BAD_BATCH, dtype=torch.int32, device=device)
-        return self._bad_flags[device][index : index + 1]
+            table = torch.full((self.num_tensors,), NO_BAD_BATCH, dtype=torch.int32, device=device)
+            self._bad_flags[device] = table
+            self._bad_flag_views[device] = table.split(1)  # made once: views cost microseconds each
+        views = self._bad_flag_views[device]
+        return [views[i] for i in indices]
 
     def add(self, index: int, grad: torch.Tensor) -> None:
         """Consumes the current batch's gradient of weight `index` (the caller may drop it after)."""
@@ -85,16 +89,17 @@ class GradientStatistics:
             indices = [i for i, _ in items]
             grads = [g for _, g in items]
             shifts = [self.shift[i] for i in indices]
-            flags = [self.bad_flag(i, device) for i in indices]
+            flags = self.bad_flags(indices, device)
             if kind == "pair":
-                sums = _ops.pair_ratio_sums(shifts, grads, flags, self.batch)
+                sums = _ops.pair_ratio_sums(shifts, grads, flags, self.batch).unbind()
                 for j, i in enumerate(indices):
                     self.pair_sum[i] = sums[j]
                     self.shift[i] = None  # the closed form needs nothing more of the first gradient
             else:
                 if kind == "init":
                     for i, g in zip(indices, grads):
-                        self.moments[i] = tuple(torch.empty(g.shape, dtype=torch.float32, device=device) for _ in range(3))
+                        # empty_like keeps the gradient's layout (channels_last too), as the kernels need
+                        self.moments[i] = tuple(torch.empty_like(g, dtype=torch.float32) for _ in range(3))
                 dev, sq, ab = (list(m) for m in zip(*(self.moments[i] for i in indices)))
                 _ops.accumulate_(grads, shifts, dev, sq, ab, flags, self.batch, kind == "init")
             for i in indices:
@@ -115,8 +120,8 @@ class GradientStatistics:
                 groups[(self.moments[i][0].device, self.count[i])].append(i)
         for (_, count), members in groups.items():
             dev, sq, ab = (list(m) for m in zip(*(self.moments[i] for i in members)))
-            sums = _ops.ratio_sums(dev, sq, ab, count)
-            out.update({i: sums[j] for j, i in enumerate(members)})
+            sums = _ops.ratio_sums(dev, sq, ab, count).unbind()
+            out.update(zip(members, sums))
         return out
 
     def bad_batches(self, indices: list[int], device: torch.device) -> torch.Tensor:

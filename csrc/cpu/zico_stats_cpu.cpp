@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <limits>
 #include <vector>
 
@@ -57,6 +58,33 @@ at::Tensor sum_partials_per_tensor(const std::vector<Chunk>& chunks,
   return out;
 }
 
+// One chunk of accumulate_; returns its non-finite bits. kInitialize is a template argument so that
+// each variant is a branch-free loop the compiler vectorises.
+template <typename scalar_t, bool kInitialize>
+uint8_t accumulate_chunk(const scalar_t* __restrict__ g, const scalar_t* __restrict__ k, float* __restrict__ d,
+                         float* __restrict__ s, float* __restrict__ a, int64_t begin, int64_t end) {
+  bool finite_g = true;
+  bool finite_k = true;
+#pragma omp simd reduction(&& : finite_k, finite_g)
+  for (int64_t i = begin; i < end; ++i) {
+    const float gi = static_cast<float>(g[i]);
+    const float ki = static_cast<float>(k[i]);
+    finite_g &= is_finite(gi);
+    Moments m;
+    if (kInitialize) {
+      finite_k &= is_finite(ki);
+      m = moments_of_pair(ki, gi);
+    } else {
+      m = Moments{d[i], s[i], a[i]};
+      add_sample(m, gi, ki);
+    }
+    d[i] = m.sum_dev;
+    s[i] = m.sum_sq_dev;
+    a[i] = m.sum_abs;
+  }
+  return (finite_k ? 0 : kBadShift) | (finite_g ? 0 : kBadGrad);
+}
+
 void accumulate_cpu(at::TensorList grads, at::TensorList shifts, at::TensorList sum_dev,
                     at::TensorList sum_sq_dev, at::TensorList sum_abs, at::TensorList bad_batch,
                     int64_t batch, bool initialize) {
@@ -80,30 +108,10 @@ void accumulate_cpu(at::TensorList grads, at::TensorList shifts, at::TensorList 
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
         const Chunk ch = chunks[c];
-        const scalar_t* __restrict__ g = g_ptrs[ch.tensor];
-        const scalar_t* __restrict__ k = k_ptrs[ch.tensor];
-        float* __restrict__ d = dev[ch.tensor];
-        float* __restrict__ s = sq[ch.tensor];
-        float* __restrict__ a = ab[ch.tensor];
-        bool finite_g = true;
-        bool finite_k = true;
-        for (int64_t i = ch.begin; i < ch.end; ++i) {
-          const float gi = static_cast<float>(g[i]);
-          const float ki = static_cast<float>(k[i]);
-          finite_g &= is_finite(gi);
-          Moments m;
-          if (initialize) {
-            finite_k &= is_finite(ki);
-            m = moments_of_pair(ki, gi);
-          } else {
-            m = Moments{d[i], s[i], a[i]};
-            add_sample(m, gi, ki);
-          }
-          d[i] = m.sum_dev;
-          s[i] = m.sum_sq_dev;
-          a[i] = m.sum_abs;
-        }
-        bad[c] = (finite_k ? 0 : kBadShift) | (finite_g ? 0 : kBadGrad);
+        const auto args = std::make_tuple(g_ptrs[ch.tensor], k_ptrs[ch.tensor], dev[ch.tensor], sq[ch.tensor],
+                                          ab[ch.tensor], ch.begin, ch.end);
+        bad[c] = initialize ? std::apply(accumulate_chunk<scalar_t, true>, args)
+                            : std::apply(accumulate_chunk<scalar_t, false>, args);
       }
     });
   });
@@ -131,6 +139,9 @@ at::Tensor ratio_sums_cpu(at::TensorList sum_dev, at::TensorList sum_sq_dev, at:
       const float* __restrict__ s = sq[ch.tensor];
       const float* __restrict__ a = ab[ch.tensor];
       double acc = 0.0;
+      // NOTE: [Deterministic simd sums] the simd reduction reorders the additions, but in a fixed
+      // way for a given binary and chunk plan, so results do not depend on the thread count.
+#pragma omp simd reduction(+ : acc)
       for (int64_t i = ch.begin; i < ch.end; ++i) {
         acc += element_ratio(Moments{d[i], s[i], a[i]}, count);
       }
@@ -138,6 +149,26 @@ at::Tensor ratio_sums_cpu(at::TensorList sum_dev, at::TensorList sum_sq_dev, at:
     }
   });
   return sum_partials_per_tensor(chunks, partial, static_cast<int64_t>(sum_dev.size()));
+}
+
+// One chunk of pair_ratio_sums: its ratio sum into `sum`, its non-finite bits returned.
+template <typename scalar_t>
+uint8_t pair_chunk(const scalar_t* __restrict__ k, const scalar_t* __restrict__ g, int64_t begin, int64_t end,
+                   double& sum) {
+  double acc = 0.0;
+  bool finite_k = true;
+  bool finite_g = true;
+  // See NOTE: [Deterministic simd sums].
+#pragma omp simd reduction(+ : acc) reduction(&& : finite_k, finite_g)
+  for (int64_t i = begin; i < end; ++i) {
+    const float ki = static_cast<float>(k[i]);
+    const float gi = static_cast<float>(g[i]);
+    finite_k &= is_finite(ki);
+    finite_g &= is_finite(gi);
+    acc += pair_ratio(ki, gi);
+  }
+  sum = acc;
+  return (finite_k ? 0 : kBadShift) | (finite_g ? 0 : kBadGrad);
 }
 
 at::Tensor pair_ratio_sums_cpu(at::TensorList first, at::TensorList second, at::TensorList bad_batch,
@@ -156,20 +187,7 @@ at::Tensor pair_ratio_sums_cpu(at::TensorList first, at::TensorList second, at::
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t lo, int64_t hi) {
       for (int64_t c = lo; c < hi; ++c) {
         const Chunk ch = chunks[c];
-        const scalar_t* __restrict__ k = k_ptrs[ch.tensor];
-        const scalar_t* __restrict__ g = g_ptrs[ch.tensor];
-        double acc = 0.0;
-        bool finite_k = true;
-        bool finite_g = true;
-        for (int64_t i = ch.begin; i < ch.end; ++i) {
-          const float ki = static_cast<float>(k[i]);
-          const float gi = static_cast<float>(g[i]);
-          finite_k &= is_finite(ki);
-          finite_g &= is_finite(gi);
-          acc += element_ratio(moments_of_pair(ki, gi), 2);
-        }
-        partial[c] = acc;
-        bad[c] = (finite_k ? 0 : kBadShift) | (finite_g ? 0 : kBadGrad);
+        bad[c] = pair_chunk(k_ptrs[ch.tensor], g_ptrs[ch.tensor], ch.begin, ch.end, partial[c]);
       }
     });
   });
