@@ -48,5 +48,7 @@ def pytest_terminal_summary(terminalreporter, config):
         write(f"  {group}")
         for bench in sorted(benches, key=lambda b: b.stats.median):
             ratio = f"{bench.stats.median / base_median:8.3f}x" if base_median else "        "
+            if base and "peak_MB" in bench.extra_info:  # memory groups compare peaks, not times
+                ratio = f"{bench.extra_info['peak_MB'] / max(base[0].extra_info['peak_MB'], 1e-9):8.3f}x peak"
             extra = "".join(f"  {k}={v}" for k, v in bench.extra_info.items() if k != "baseline")
             write(f"    {bench.name:<60} {bench.stats.median * 1e3:10.3f} ms {ratio}{extra}")

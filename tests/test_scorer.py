@@ -191,3 +191,10 @@ def test_small_buckets_flush_mid_backward():
     batches = make_batches(3)
     tiny = zico_fast.zico_score(copy.deepcopy(model), batches, bucket_mb=1e-4).score
     assert tiny == pytest.approx(zico_fast.zico_score(model, batches).score, rel=1e-12)
+
+
+def test_channels_last_model():
+    model = Net().to(memory_format=torch.channels_last)
+    batches = make_batches(3)
+    assert model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert zico_fast.zico_score(model, batches).score == pytest.approx(oracle_score(model, batches)[0], rel=1e-5)
