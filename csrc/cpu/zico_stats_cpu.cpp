@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../launch_plan.h"
+#include "../nvtx_range.h"
 #include "../zico_math.h"
 
 namespace zico_fast {
@@ -89,6 +90,7 @@ void accumulate_cpu(at::TensorList grads, at::TensorList shifts, at::TensorList 
                     at::TensorList sum_sq_dev, at::TensorList sum_abs, at::TensorList bad_batch,
                     int64_t batch, bool initialize) {
   constexpr const char* op = "zico_fast::accumulate_";
+  const NvtxRange range(op);
   check_gradients(op, grads);
   check_group_matches(op, "shifts", grads, shifts, grads[0].scalar_type());
   check_group_matches(op, "sum_dev", grads, sum_dev, at::kFloat);
@@ -121,6 +123,7 @@ void accumulate_cpu(at::TensorList grads, at::TensorList shifts, at::TensorList 
 at::Tensor ratio_sums_cpu(at::TensorList sum_dev, at::TensorList sum_sq_dev, at::TensorList sum_abs,
                           int64_t count) {
   constexpr const char* op = "zico_fast::ratio_sums";
+  const NvtxRange range(op);
   TORCH_CHECK(count >= 2, op, ": need at least 2 samples, got ", count);
   TORCH_CHECK(!sum_dev.empty(), op, ": expected at least one tensor");
   check_group_matches(op, "sum_dev", sum_dev, sum_dev, at::kFloat);
@@ -174,6 +177,7 @@ uint8_t pair_chunk(const scalar_t* __restrict__ k, const scalar_t* __restrict__ 
 at::Tensor pair_ratio_sums_cpu(at::TensorList first, at::TensorList second, at::TensorList bad_batch,
                                int64_t batch) {
   constexpr const char* op = "zico_fast::pair_ratio_sums";
+  const NvtxRange range(op);
   check_gradients(op, second);
   check_group_matches(op, "first", second, first, second[0].scalar_type());
   check_bad_batch(op, second, bad_batch);
