@@ -44,7 +44,7 @@ def oracle_score(model, batches, layers=None):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("num_batches", [2, 3, 8])
+@pytest.mark.parametrize("num_batches", [2, 3, 8, 64])
 def test_score_matches_oracle(device, num_batches):
     torch.manual_seed(num_batches)
     model = Net().to(device)
@@ -198,3 +198,11 @@ def test_channels_last_model():
     batches = make_batches(3)
     assert model.stem.weight.is_contiguous(memory_format=torch.channels_last)
     assert zico_fast.zico_score(model, batches).score == pytest.approx(oracle_score(model, batches)[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model(dtype):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 7 * 5, 10)).to(dtype)
+    batches = [(x.to(dtype), y) for x, y in make_batches(3)]
+    result = zico_fast.zico_score(model, batches)
+    assert model[0].weight.dtype == dtype and result.score == pytest.approx(oracle_score(model, batches)[0], rel=1e-5)
