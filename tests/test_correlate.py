@@ -188,3 +188,14 @@ def test_stability_mode_reports_spread_and_pairwise_agreement(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and rows[0]["zico"] == rows[0]["zico_r0"] and "zico_r1" in rows[0]
     assert len(read_jsonl(tmp_path / "run" / "scores.jsonl")) == 1 + 6
+
+
+def test_add_parser_defaults_are_the_papers_settings():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="zico-fast")
+    C.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["correlate", "--truth", "t.csv", "--out", "o", "--compare", "naslib_a, naslib_b"])
+    assert args.func is C.run_from_args
+    assert (args.batch_size, args.batches, args.seed, args.data_seed, args.repeats) == (128, 2, 0, 0, 1)
+    assert args.space == "nb201" and args.sample is None and args.compare == ["naslib_a", "naslib_b"]

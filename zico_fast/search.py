@@ -143,51 +143,56 @@ def _space_settings(space) -> dict:
             "class": f"{type(space).__module__}.{type(space).__qualname__}", "options": options}
 
 
-def _stored_settings(path: Path) -> dict:
-    """The settings in an existing log's header ({} without a complete one)."""
-    if not path.exists():
-        return {}
-    with open(path, "rb") as f:
-        first = f.readline()
-    try:
-        return json.loads(first)["settings"] if first.endswith(b"\n") else {}
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return {}
+class _Log:
+    """The JSON-lines log: a header with the settings, then one fsynced record per candidate.
 
+    The header is written with the first record, so a search that fails before scoring anything
+    (an impossible budget) leaves no log that would refuse the corrected settings.
+    """
 
-def _open_log(path: Path, settings: dict) -> tuple[object, dict[int, dict]]:
-    """Appendable log file and its records; a truncated last line (killed mid-write) is dropped."""
-    data = path.read_bytes() if path.exists() else b""
-    *complete, tail = data.split(b"\n")
-    if tail:
-        with open(path, "r+b") as f:
-            f.truncate(len(data) - len(tail))
-    if not complete:
-        log = open(path, "wb")
-        _append(log, {"format": LOG_FORMAT, "settings": settings})
-        return log, {}
-    try:
-        header, *lines = [json.loads(line) for line in complete]
-    except json.JSONDecodeError as exc:
-        raise SearchError(f"{path} is corrupt ({exc}); it is not a log this search can resume") from None
-    if header.get("format") != LOG_FORMAT:
-        raise SearchError(f"{path} is not a zico_fast search log; give a new log path")
-    if header["settings"] != settings:
-        changed = ", ".join(f"{k}: {header['settings'].get(k)!r} -> {settings.get(k)!r}"
-                            for k in sorted(set(header["settings"]) | set(settings))
-                            if header["settings"].get(k) != settings.get(k))
-        raise SearchError(f"{path} was written by a search with other settings ({changed}); resume with the "
-                          "same settings or give a new log path")
-    records = {r["iteration"]: r for r in lines}
-    if sorted(records) != list(range(len(lines))):
-        raise SearchError(f"{path} has missing or repeated iterations; it cannot be resumed")
-    return open(path, "ab"), records
+    def __init__(self, path: Path):
+        self.path, self.settings, self.file = path, None, None
+        data = path.read_bytes() if path.exists() else b""
+        *complete, tail = data.split(b"\n")
+        if tail:  # a line cut short by a kill in mid-write: drop it, it is rewritten
+            with open(path, "r+b") as f:
+                f.truncate(len(data) - len(tail))
+        try:
+            self.header, *self.lines = [json.loads(line) for line in complete] or [{}]
+        except json.JSONDecodeError as exc:
+            raise SearchError(f"{path} is corrupt ({exc}); it is not a log this search can resume") from None
+        if complete and (not isinstance(self.header, dict) or self.header.get("format") != LOG_FORMAT):
+            raise SearchError(f"{path} is not a zico_fast search log; give a new log path")
+        self.stored = self.header.get("settings", {})  # {} for a new log
 
+    def resume(self, settings: dict) -> dict[int, dict]:
+        """The logged records by iteration, once the log is known to come from these `settings`."""
+        self.settings, old = settings, self.stored
+        if old and old != settings:
+            changed = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+                                for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
+            raise SearchError(f"{self.path} was written by a search with other settings ({changed}); resume "
+                              "with the same settings or give a new log path")
+        records = {r["iteration"]: r for r in self.lines}
+        if sorted(records) != list(range(len(self.lines))):
+            raise SearchError(f"{self.path} has missing or repeated iterations; it cannot be resumed")
+        return records
 
-def _append(log, record: dict) -> None:
-    log.write((json.dumps(record) + "\n").encode())
-    log.flush()
-    os.fsync(log.fileno())  # a record that was reported written survives a crash or kill -9
+    def append(self, record: dict) -> None:
+        if self.file is None:
+            self.file = open(self.path, "ab")
+            if not self.stored:
+                self._write({"format": LOG_FORMAT, "settings": self.settings})
+        self._write(record)
+
+    def _write(self, line: dict) -> None:
+        self.file.write((json.dumps(line) + "\n").encode())
+        self.file.flush()
+        os.fsync(self.file.fileno())  # a record once written survives a crash or a kill -9
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def search(space: SearchSpace, batches, *, iterations: int, population: int = 512, strategy: str = "evolution",
@@ -209,16 +214,16 @@ def search(space: SearchSpace, batches, *, iterations: int, population: int = 51
     if iterations < 0 or population < 1:
         raise ValueError(f"need iterations >= 0 and population >= 1, got {iterations} and {population}")
     log_path, device = Path(log_path), torch.device(device)
-    stored = _stored_settings(log_path)
-    workers = workers or stored.get("workers", 1)
-    threads = threads or stored.get("threads", torch.get_num_threads())
+    log = _Log(log_path)
+    workers = workers or log.stored.get("workers", 1)
+    threads = threads or log.stored.get("threads", torch.get_num_threads())
     settings = {"space": _space_settings(space), "strategy": strategy, "seed": seed, "population": population,
                 "max_flops": max_flops, "max_params": max_params, "max_depth": max_depth,
                 "workers": workers, "threads": threads, "device": device.type,
                 "data": {**(data_info or {}), **_fingerprint(batches)}}
     batches = [(x.to(device), y.to(device)) for x, y in batches]
     budget = _Budget(max_flops, max_params, max_depth)
-    log, logged = _open_log(log_path, settings)
+    logged = log.resume(settings)
     saved_threads, saved_cudnn = torch.get_num_threads(), torch.backends.cudnn.deterministic
     torch.set_num_threads(threads)
     torch.backends.cudnn.deterministic = True  # cuDNN's fastest backward kernels are not reproducible
@@ -253,11 +258,11 @@ def search(space: SearchSpace, batches, *, iterations: int, population: int = 51
                     score, first = state.cache[arch]
                     error = None if score is not None else f"failed before, at iteration {first}"
                     record = _record(i, arch, cost, discarded, seed, score, 0.0, error, first)
-                    _append(log, record)
+                    log.append(record)
                 else:
                     score, error, seconds = fresh[arch].result() if pool else fresh[arch]
                     record = _record(i, arch, cost, discarded, seed, score, seconds, error, None)
-                    _append(log, record)
+                    log.append(record)
                 state.take(record, cost)
                 bar.update(1)
                 if state.best:
