@@ -77,4 +77,32 @@ inline void check_bad_batch(const char* op, at::TensorList grads, at::TensorList
   }
 }
 
+// The full argument checks of each op, shared by both backends.
+inline void check_accumulate_args(const char* op, at::TensorList grads, at::TensorList shifts,
+                                  at::TensorList sum_dev, at::TensorList sum_sq_dev,
+                                  at::TensorList sum_abs, at::TensorList bad_batch) {
+  check_gradients(op, grads);
+  check_group_matches(op, "shifts", grads, shifts, grads[0].scalar_type());
+  check_group_matches(op, "sum_dev", grads, sum_dev, at::kFloat);
+  check_group_matches(op, "sum_sq_dev", grads, sum_sq_dev, at::kFloat);
+  check_group_matches(op, "sum_abs", grads, sum_abs, at::kFloat);
+  check_bad_batch(op, grads, bad_batch);
+}
+
+inline void check_ratio_sums_args(const char* op, at::TensorList sum_dev, at::TensorList sum_sq_dev,
+                                  at::TensorList sum_abs, int64_t count) {
+  TORCH_CHECK(count >= 2, op, ": need at least 2 samples, got ", count);
+  TORCH_CHECK(!sum_dev.empty(), op, ": expected at least one tensor");
+  check_group_matches(op, "sum_dev", sum_dev, sum_dev, at::kFloat);
+  check_group_matches(op, "sum_sq_dev", sum_dev, sum_sq_dev, at::kFloat);
+  check_group_matches(op, "sum_abs", sum_dev, sum_abs, at::kFloat);
+}
+
+inline void check_pair_args(const char* op, at::TensorList first, at::TensorList second,
+                            at::TensorList bad_batch) {
+  check_gradients(op, second);
+  check_group_matches(op, "first", second, first, second[0].scalar_type());
+  check_bad_batch(op, second, bad_batch);
+}
+
 }  // namespace zico_fast

@@ -91,12 +91,7 @@ void accumulate_cpu(at::TensorList grads, at::TensorList shifts, at::TensorList 
                     int64_t batch, bool initialize) {
   constexpr const char* op = "zico_fast::accumulate_";
   const NvtxRange range(op);
-  check_gradients(op, grads);
-  check_group_matches(op, "shifts", grads, shifts, grads[0].scalar_type());
-  check_group_matches(op, "sum_dev", grads, sum_dev, at::kFloat);
-  check_group_matches(op, "sum_sq_dev", grads, sum_sq_dev, at::kFloat);
-  check_group_matches(op, "sum_abs", grads, sum_abs, at::kFloat);
-  check_bad_batch(op, grads, bad_batch);
+  check_accumulate_args(op, grads, shifts, sum_dev, sum_sq_dev, sum_abs, bad_batch);
 
   const std::vector<Chunk> chunks = plan_chunks(grads, kCpuChunkSize);
   std::vector<uint8_t> bad(chunks.size(), 0);
@@ -124,11 +119,7 @@ at::Tensor ratio_sums_cpu(at::TensorList sum_dev, at::TensorList sum_sq_dev, at:
                           int64_t count) {
   constexpr const char* op = "zico_fast::ratio_sums";
   const NvtxRange range(op);
-  TORCH_CHECK(count >= 2, op, ": need at least 2 samples, got ", count);
-  TORCH_CHECK(!sum_dev.empty(), op, ": expected at least one tensor");
-  check_group_matches(op, "sum_dev", sum_dev, sum_dev, at::kFloat);
-  check_group_matches(op, "sum_sq_dev", sum_dev, sum_sq_dev, at::kFloat);
-  check_group_matches(op, "sum_abs", sum_dev, sum_abs, at::kFloat);
+  check_ratio_sums_args(op, sum_dev, sum_sq_dev, sum_abs, count);
 
   const std::vector<Chunk> chunks = plan_chunks(sum_dev, kCpuChunkSize);
   std::vector<double> partial(chunks.size(), 0.0);
@@ -178,9 +169,7 @@ at::Tensor pair_ratio_sums_cpu(at::TensorList first, at::TensorList second, at::
                                int64_t batch) {
   constexpr const char* op = "zico_fast::pair_ratio_sums";
   const NvtxRange range(op);
-  check_gradients(op, second);
-  check_group_matches(op, "first", second, first, second[0].scalar_type());
-  check_bad_batch(op, second, bad_batch);
+  check_pair_args(op, first, second, bad_batch);
 
   const std::vector<Chunk> chunks = plan_chunks(second, kCpuChunkSize);
   std::vector<double> partial(chunks.size(), 0.0);

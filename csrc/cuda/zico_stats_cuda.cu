@@ -381,12 +381,7 @@ void accumulate_cuda(at::TensorList grads, at::TensorList shifts, at::TensorList
                      int64_t batch, bool initialize) {
   const NvtxRange range("zico_fast::accumulate_");
   constexpr const char* op = "zico_fast::accumulate_";
-  check_gradients(op, grads);
-  check_group_matches(op, "shifts", grads, shifts, grads[0].scalar_type());
-  check_group_matches(op, "sum_dev", grads, sum_dev, at::kFloat);
-  check_group_matches(op, "sum_sq_dev", grads, sum_sq_dev, at::kFloat);
-  check_group_matches(op, "sum_abs", grads, sum_abs, at::kFloat);
-  check_bad_batch(op, grads, bad_batch);
+  check_accumulate_args(op, grads, shifts, sum_dev, sum_sq_dev, sum_abs, bad_batch);
 
   const c10::cuda::CUDAGuard guard(grads[0].device());
   check_not_capturing(op);
@@ -407,11 +402,7 @@ at::Tensor ratio_sums_cuda(at::TensorList sum_dev, at::TensorList sum_sq_dev,
                            at::TensorList sum_abs, int64_t count) {
   const NvtxRange range("zico_fast::ratio_sums");
   constexpr const char* op = "zico_fast::ratio_sums";
-  TORCH_CHECK(count >= 2, op, ": need at least 2 samples, got ", count);
-  TORCH_CHECK(!sum_dev.empty(), op, ": expected at least one tensor");
-  check_group_matches(op, "sum_dev", sum_dev, sum_dev, at::kFloat);
-  check_group_matches(op, "sum_sq_dev", sum_dev, sum_sq_dev, at::kFloat);
-  check_group_matches(op, "sum_abs", sum_dev, sum_abs, at::kFloat);
+  check_ratio_sums_args(op, sum_dev, sum_sq_dev, sum_abs, count);
 
   const c10::cuda::CUDAGuard guard(sum_dev[0].device());
   check_not_capturing(op);
@@ -431,9 +422,7 @@ at::Tensor pair_ratio_sums_cuda(at::TensorList first, at::TensorList second,
                                 at::TensorList bad_batch, int64_t batch) {
   const NvtxRange range("zico_fast::pair_ratio_sums");
   constexpr const char* op = "zico_fast::pair_ratio_sums";
-  check_gradients(op, second);
-  check_group_matches(op, "first", second, first, second[0].scalar_type());
-  check_bad_batch(op, second, bad_batch);
+  check_pair_args(op, first, second, bad_batch);
 
   const c10::cuda::CUDAGuard guard(second[0].device());
   check_not_capturing(op);
