@@ -199,3 +199,15 @@ def test_add_parser_defaults_are_the_papers_settings():
     assert args.func is C.run_from_args
     assert (args.batch_size, args.batches, args.seed, args.data_seed, args.repeats) == (128, 2, 0, 0, 1)
     assert args.space == "nb201" and args.sample is None and args.compare == ["naslib_a", "naslib_b"]
+
+
+def test_resume_refuses_another_thread_count(tmp_path):
+    truth = write_truth(tmp_path / "t.csv", good_rows())
+    out = tmp_path / "run"
+    C.correlate(truth, out, **TINY)
+    log = out / "scores.jsonl"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:3]))
+    with pytest.raises(C.CorrelateError, match="1 intra-op thread.*would use 2.*--threads 1"):
+        C.correlate(truth, out, **{**TINY, "threads": 2})
+    C.correlate(truth, out, **TINY)  # the same count resumes
+    assert len(read_jsonl(log)) == 5

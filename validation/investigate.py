@@ -27,7 +27,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 TRUTH = HERE.parents[1] / "shared/data/nb201_dev.csv"

@@ -19,7 +19,9 @@ scores and the spread of ZiCo's Kendall tau against the ground truth.
 Reproducibility: each network is initialised from torch.manual_seed(arch_seed(seed, arch_index)), a
 hash of the seed and the architecture's index, so a score does not depend on the sample, the order
 or the worker that computed it.  It does depend, at the level of float rounding, on the number of
-intra-op threads (convolution reductions are split differently); each record keeps its thread count.
+intra-op threads (convolution reductions are split differently, and ZiCo's per-element ratios are
+heavy-tailed: see validation/README.md); each record keeps its thread count, and a resume must use the
+same count.
 """
 from __future__ import annotations
 
@@ -443,8 +445,8 @@ def correlate(truth: str | Path, out: str | Path, *, space: str = "nb201", sampl
         workers, threads = 1, threads or 1
     if workers is None:
         workers = max(1, cpus // (threads or DEFAULT_THREADS_PER_WORKER))
-    if threads is None:
-        threads = DEFAULT_THREADS_PER_WORKER if workers > 1 else max(1, cpus)
+    if threads is None:  # not cpus for one worker: a score must not depend on --workers
+        threads = DEFAULT_THREADS_PER_WORKER
     workers = min(workers, len(rows) * repeats)
 
     indices = [r.arch_index for r in rows]
@@ -463,12 +465,20 @@ def correlate(truth: str | Path, out: str | Path, *, space: str = "nb201", sampl
     resumed = len(log.records)
     todo = [(r.arch_index, r.arch, rep, data_seeds[rep]) for rep in range(repeats) for r in rows
             if (r.arch_index, rep) not in log.records]
+    used = {r.get("threads") for r in log.records.values()} - {None}
+    if todo and device == "cpu" and used and used != {threads}:
+        log.close()
+        raise CorrelateError(
+            f"{log.path} holds scores computed with {'/'.join(map(str, sorted(used)))} intra-op thread(s) per "
+            f"worker and this run would use {threads}; scores depend on the thread count (float reduction "
+            f"order, about 1% here), so resume with --threads {min(used)} (and --workers to taste)")
     config = {"space": space, "seed": seed, "data": None if data_name == "bundled" else data_name,
               "batch_size": batch_size, "num_batches": num_batches, "data_seeds": data_seeds,
               "device": device, "threads": threads, "total_tasks": len(rows) * repeats}
     wall = time.perf_counter()
     try:
-        _score_all(todo, config, workers if todo else 1, progress, log.add)
+        if todo:
+            _score_all(todo, config, workers, progress, log.add)
     finally:
         log.close()
     wall = time.perf_counter() - wall
@@ -679,29 +689,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the `correlate` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser(
         "correlate", help="rank correlation of ZiCo (and #Params, FLOPs, other proxies) with benchmark accuracy",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", default="nb201", help="search space of the truth file's architectures")
+        description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="nb201", help="search space of the truth file's architectures (default: nb201)")
     p.add_argument("--truth", required=True, metavar="FILE",
                    help="CSV with arch_index, arch_string and the truth column (e.g. shared/data/nb201_dev.csv)")
-    p.add_argument("--truth-column", default=DEFAULT_TRUTH_COLUMN, help="ground-truth column")
+    p.add_argument("--truth-column", default=DEFAULT_TRUTH_COLUMN, help=f"ground-truth column (default: {DEFAULT_TRUTH_COLUMN})")
     p.add_argument("--sample", type=int, default=None, metavar="K", help="score K random rows (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sample and each network's initialisation")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sample and each network's initialisation (default: 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes if it holds scores.jsonl)")
     p.add_argument("--compare", type=_columns, default=None, metavar="COLS",
                    help="comma-separated columns of other proxies' scores (default: all naslib_* columns)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=2, help="mini-batches per score (N)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128, as the paper)")
+    p.add_argument("--batches", type=int, default=2, help="mini-batches per score (default: 2, as the paper)")
     p.add_argument("--data", default=None,
                    help="images: 'bundled' (1,024 real CIFAR-10 images), a .npz, an image folder, or "
                         "torchvision:<Dataset>:<root> (default: bundled)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the batch draw")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the batch draw (default: 0)")
     p.add_argument("--repeats", type=int, default=1, metavar="R",
                    help="stability mode: score with R batch draws (data seeds data-seed..data-seed+R-1)")
     p.add_argument("--workers", type=int, default=None,
-                   help="scoring processes (default: one per available CPU, each with one intra-op thread)")
+                   help="scoring processes (default: available CPUs // --threads)")
     p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads per worker (default: 1 with several workers, all CPUs with one)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda scores in one process)")
+                   help="intra-op threads per worker (default 1; scores differ slightly between thread counts, "
+                        "so a resumed run must keep it)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu; cuda scores in one process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_from_args)
     return p
