@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from zico_fast.cli import main
 from zico_fast.spaces.nb201 import NB201Space
@@ -23,6 +24,15 @@ def tiny():
 '''
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: far faster than two when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_score_nb201_arch_and_index(tmp_path, capsys):
     assert main(["score", "--arch", ARCH, "--out", str(tmp_path / "a.json"), *SMALL]) == 0
     assert "ZiCo score" in capsys.readouterr().out
@@ -33,6 +43,7 @@ def test_score_nb201_arch_and_index(tmp_path, capsys):
     index = NB201Space().index_of(ARCH)
     assert main(["score", "--index", str(index), "--out", str(tmp_path / "i.json"), *SMALL]) == 0
     assert json.loads((tmp_path / "i.json").read_text())["score"] == report["score"]  # same init seed
+    assert report["threads"] == 1
 
 
 def test_score_module_factory(tmp_path, capsys, monkeypatch):

@@ -86,7 +86,8 @@ def records(log):
 
 
 def run(space, batches, log, **kw):
-    kw = {"iterations": 40, "population": 8, "seed": 3, "progress": False, **kw}
+    # One thread: scores depend on the thread count, and one thread each stays fast on busy cores.
+    kw = {"iterations": 40, "population": 8, "seed": 3, "progress": False, "threads": 1, **kw}
     return search(space, batches, log_path=log, **kw)
 
 
@@ -97,7 +98,7 @@ def test_same_seed_same_records(strategy, batches, tmp_path):
     assert records(tmp_path / "a.jsonl") == records(tmp_path / "b.jsonl")
     assert (first.best_arch, first.best_score) == (second.best_arch, second.best_score)
     assert first.iterations == 40 and len(records(tmp_path / "a.jsonl")) == 40
-    other = run(TinySpace(), batches, tmp_path / "c.jsonl", strategy=strategy, seed=4)
+    run(TinySpace(), batches, tmp_path / "c.jsonl", strategy=strategy, seed=4)
     assert records(tmp_path / "c.jsonl") != records(tmp_path / "a.jsonl")
 
 
@@ -170,14 +171,14 @@ def test_resume_drops_a_truncated_line_and_repeats_nothing(batches, tmp_path):
 
 
 def test_worker_processes_give_the_same_records(batches, tmp_path):
-    run(TinySpace(), batches, tmp_path / "one.jsonl", strategy="random", iterations=12, threads=1, workers=1)
-    run(TinySpace(), batches, tmp_path / "two.jsonl", strategy="random", iterations=12, threads=1, workers=2)
+    run(TinySpace(), batches, tmp_path / "one.jsonl", strategy="random", iterations=12, workers=1)
+    run(TinySpace(), batches, tmp_path / "two.jsonl", strategy="random", iterations=12, workers=2)
     assert records(tmp_path / "one.jsonl") == records(tmp_path / "two.jsonl")
     # Evolution draws a round of 2 children per population state; resuming keeps the rounds.
-    run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=9, threads=1, workers=2)
-    result = run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=14, threads=1)
+    run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=9, workers=2)
+    result = run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=14, threads=None)
     assert result.settings["workers"] == 2 and result.iterations == 14
-    run(TinySpace(), batches, tmp_path / "full.jsonl", iterations=14, threads=1, workers=2)
+    run(TinySpace(), batches, tmp_path / "full.jsonl", iterations=14, workers=2)
     assert records(tmp_path / "evo.jsonl") == records(tmp_path / "full.jsonl")
 
 
@@ -209,7 +210,7 @@ def test_memory_stays_flat(batches, tmp_path):
 def cli_search(out, iterations):
     return [sys.executable, "-m", "zico_fast", "search", "--space", "nb201", "--iterations", str(iterations),
             "--population", "4", "--seed", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out),
-            "--no-progress"]
+            "--threads", "1", "--no-progress"]
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):

@@ -5,7 +5,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -94,6 +93,8 @@ def _score(args) -> int:
     from zico_fast.scorer import zico_score
 
     cost = None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.init_seed)  # the score depends on the initial weights: make it repeatable
         if args.model:
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--structure", help="MobileNet-space structure string 'SuperConvK3BNRELU(3,16,2,1)...'")
     which.add_argument("--model", help="'module:factory' or 'file.py:factory', called with no arguments")
     score.add_argument("--init-seed", type=int, default=0, help="torch seed for the initial weights (default 0)")
+    score.add_argument("--threads", type=int, help="torch threads (the score depends on it; default: torch's)")
     score.add_argument("--out", help="write the full report (layer terms, skipped layers) as JSON; '-' prints it")
     _add_mobilenet_options(score)
     add_data_options(score)
@@ -178,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-depth", type=int, help="budget on depth (mobilenet: total sub_layers, paper: 14)")
     run.add_argument("--out", required=True, metavar="DIR",
                      help=f"output folder ({LOG_NAME}, best.json, candidates.csv, search.png); resumes its log")
-    run.add_argument("--workers", type=int, help="scoring processes (default 1, or the resumed log's)")
+    run.add_argument("--workers", type=int,
+                     help="scoring processes (default 1, or the resumed log's); on CPU, --workers <cores> "
+                          "--threads 1 often beats one process with all threads, most of all on shared cores")
     run.add_argument("--threads", type=int,
                      help="torch threads per scoring process (scores depend on it; default: the resumed log's, "
                           "else torch's default)")

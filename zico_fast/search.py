@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import random
 import statistics
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -120,8 +121,17 @@ _WORKER: dict = {}
 
 
 def _worker_init(space, batches, device, threads) -> None:
+    # A search killed with -9 cannot stop its pool; without this watch its workers would wait forever.
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(threads)
+    torch.backends.cudnn.deterministic = True
     _WORKER.update(space=space, device=device, batches=[(x.to(device), y.to(device)) for x, y in batches])
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _worker_score(arch: str, init_seed: int):
@@ -180,6 +190,7 @@ class _Log:
 
     def append(self, record: dict) -> None:
         if self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "ab")
             if not self.stored:
                 self._write({"format": LOG_FORMAT, "settings": self.settings})
@@ -221,6 +232,8 @@ def search(space: SearchSpace, batches, *, iterations: int, population: int = 51
                 "max_flops": max_flops, "max_params": max_params, "max_depth": max_depth,
                 "workers": workers, "threads": threads, "device": device.type,
                 "data": {**(data_info or {}), **_fingerprint(batches)}}
+    if device.type == "cuda":  # TF32 convolutions (cuDNN's default) give other scores than float32
+        settings["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
     batches = [(x.to(device), y.to(device)) for x, y in batches]
     budget = _Budget(max_flops, max_params, max_depth)
     logged = log.resume(settings)
@@ -235,12 +248,14 @@ def search(space: SearchSpace, batches, *, iterations: int, population: int = 51
     state = _State(population)
     bar = tqdm(total=iterations, disable=not progress, desc=f"{strategy} search", unit="cand")
     try:
-        for start in range(0, iterations, workers):
-            # A round's children all come from the population as it stood at the round's start.
+        # A round's children all come from the population as it stood at the round's start. Random
+        # candidates ignore the population, so their rounds are longer: fewer waits on the slowest one.
+        size = workers * (4 if strategy == "random" and workers > 1 else 1)
+        for start in range(0, iterations, size):
             warm = len(state.pop.members) >= min(WARMUP_MEMBERS, population)
             members = list(state.pop.members)
             round_ = [(i, *_propose(space, strategy, members, warm, _rng(seed, i), budget))
-                      for i in range(start, min(start + workers, iterations))]
+                      for i in range(start, min(start + size, iterations))]
             fresh, known = {}, set(state.cache)
             for i, arch, _, _ in round_:  # score each new architecture once, in parallel with a pool
                 if i not in logged and arch not in known:
