@@ -76,7 +76,7 @@ setup(
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["zico_fast", "zico_fast.*"]),
-    package_data={"zico_fast": ["data/*.npz", "data/*.md"]},
+    package_data={"zico_fast": ["data/*.npz", "data/*.md", "data/*.csv"]},
     python_requires=">=3.9",
     install_requires=["numpy", "tqdm"],
     extras_require={"plot": ["matplotlib"], "test": ["pytest", "pytest-benchmark", "scipy"]},

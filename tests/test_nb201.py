@@ -1,4 +1,4 @@
-"""Tests of the NAS-Bench-201 space against the 725 NATS-Bench / NASLib rows in shared/data."""
+"""Tests of the NAS-Bench-201 space against the 725 NATS-Bench / NASLib rows bundled in zico_fast/data."""
 import csv
 import random
 from pathlib import Path
@@ -9,7 +9,7 @@ from torch import nn
 
 from zico_fast.spaces.nb201 import EDGES, NUM_ARCHS, OPS, NB201Space
 
-CSV = Path(__file__).resolve().parents[2] / "shared/data/nb201_dev.csv"
+CSV = Path(__file__).resolve().parents[1] / "zico_fast/data/nb201_dev.csv"
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -19,7 +19,7 @@ SPACE = NB201Space()
 @pytest.fixture(scope="module")
 def rows():
     if not CSV.exists():
-        pytest.skip(f"{CSV} (the shared NB201 ground truth) is absent")
+        pytest.skip(f"{CSV} (the bundled NB201 ground truth) is absent")
     with open(CSV) as f:
         return list(csv.DictReader(f))
 

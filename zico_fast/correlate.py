@@ -43,6 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 SETTINGS_VERSION = 1
+BUNDLED_TRUTH = Path(__file__).parent / "data" / "nb201_dev.csv"
 DEFAULT_TRUTH_COLUMN = "cifar10_test_acc"
 COMPARE_PREFIX = "naslib_"
 # Measured on the 2-core development machine (validation/workers_benchmark.json): two processes with
@@ -691,8 +692,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "correlate", help="rank correlation of ZiCo (and #Params, FLOPs, other proxies) with benchmark accuracy",
         description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="nb201", help="search space of the truth file's architectures (default: nb201)")
-    p.add_argument("--truth", required=True, metavar="FILE",
-                   help="CSV with arch_index, arch_string and the truth column (e.g. shared/data/nb201_dev.csv)")
+    p.add_argument("--truth", default=str(BUNDLED_TRUTH), metavar="FILE",
+                   help="CSV with arch_index, arch_string and the truth column (default: the bundled "
+                        "725-row NB201 ground truth, zico_fast/data/nb201_dev.csv)")
     p.add_argument("--truth-column", default=DEFAULT_TRUTH_COLUMN, help=f"ground-truth column (default: {DEFAULT_TRUTH_COLUMN})")
     p.add_argument("--sample", type=int, default=None, metavar="K", help="score K random rows (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seeds the sample and each network's initialisation (default: 0)")
