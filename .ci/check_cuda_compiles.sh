@@ -44,7 +44,7 @@ for src in "${sources[@]}"; do
   echo "compiling $src"
   # Host functions called from device code are only warnings by default; here they fail.
   if ! "$nvcc" -c "$repo_root/$src" -o "$out_dir/${src//\//_}.o" \
-      -std=c++17 -arch=sm_90 -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -DZICO_FAST_NVTX \
+      -std=c++20 -arch=sm_90 -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -DZICO_FAST_NVTX \
       -Werror cross-execution-space-call \
       "${torch_args[@]}" -I"$CUDA_HOME/include"; then
     echo "FAILED: $src" >&2
