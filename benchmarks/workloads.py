@@ -65,8 +65,7 @@ class FusedStatistics:
 
     def update(self, grads):
         if self.stats is None:
-            self.stats = GradientStatistics(len(grads))
-        self.stats.pair_is_final = self.num_batches == 2 and self.stats.batch == 1
+            self.stats = GradientStatistics(len(grads), num_batches=self.num_batches)
         for index, grad in enumerate(grads):
             self.stats.add(index, grad)
         self.stats.end_batch()

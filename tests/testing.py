@@ -14,9 +14,8 @@ GRAD_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 def kernel_ratio_sums(per_batch: list[list[torch.Tensor]], pair_is_final: bool = False) -> list[float]:
     """Feeds per_batch[n][i] (gradient of tensor i in batch n) through GradientStatistics."""
     num_tensors = len(per_batch[0])
-    stats = GradientStatistics(num_tensors)
-    for n, grads in enumerate(per_batch):
-        stats.pair_is_final = pair_is_final and n == 1 and len(per_batch) == 2
+    stats = GradientStatistics(num_tensors, num_batches=len(per_batch) if pair_is_final else None)
+    for grads in per_batch:
         for i, g in enumerate(grads):
             stats.add(i, g)
         stats.end_batch()

@@ -50,10 +50,9 @@ class ZiCo:
             raise ValueError(f"ZiCo needs at least 2 batches (it measures gradient spread), got num_batches={num_batches}")
         self.model = model
         self.layers, self._skipped = select_layers(model, layers)
-        self.num_batches = num_batches
         self.release_grads = release_grads
         self.nonfinite = nonfinite
-        self.stats = GradientStatistics(len(self.layers), int(bucket_mb * 2**20))
+        self.stats = GradientStatistics(len(self.layers), int(bucket_mb * 2**20), num_batches)
         self._handles: list = []
         self._callback_queued = False
 
@@ -81,7 +80,6 @@ class ZiCo:
                 # Runs once the whole backward is done: consume the last bucket, next batch.
                 torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
                 self._callback_queued = True
-                self.stats.pair_is_final = self.num_batches == 2 and self.stats.batch == 1
             grad = weight.grad
             if self.release_grads:
                 weight.grad = None  # we hold the only reference now; it dies once consumed
@@ -162,7 +160,7 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
             for index, (inputs, targets), is_last in _with_last_flag(batches):
                 _check_batch(index, inputs, targets, device)
                 if is_last and index == 1:
-                    zico.num_batches = 2  # N = 2 known now: the last batch uses the closed form
+                    zico.stats.num_batches = 2  # N = 2 known now: the last batch uses the closed form
                 with nvtx_range("zico/forward"):
                     loss = loss_fn(model(inputs), targets)
                 with nvtx_range("zico/backward"):

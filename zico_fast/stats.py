@@ -26,13 +26,12 @@ class GradientStatistics:
     moments are ever allocated.
     """
 
-    def __init__(self, num_tensors: int, bucket_bytes: int = 25 * 2**20):
+    def __init__(self, num_tensors: int, bucket_bytes: int = 25 * 2**20, num_batches: int | None = None):
         self.num_tensors = num_tensors
         self.bucket_bytes = bucket_bytes
+        self.num_batches = num_batches  # when known to be 2, the second batch uses the closed form
         self.batch = 0  # index of the batch whose gradients arrive now
-        self.pair_is_final = False  # set when the current batch is the second and last one
         self.count = [0] * num_tensors  # samples consumed per weight
-        self.first_batch: list[int | None] = [None] * num_tensors
         self.shift: list[torch.Tensor | None] = [None] * num_tensors
         self.moments: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * num_tensors
         self.pair_sum: list[torch.Tensor | None] = [None] * num_tensors
@@ -54,7 +53,6 @@ class GradientStatistics:
         """Consumes the current batch's gradient of weight `index` (the caller may drop it after)."""
         if self.count[index] == 0:
             self.shift[index] = grad if _is_dense(grad) else grad.contiguous()
-            self.first_batch[index] = self.batch
             self.count[index] = 1
             return
         if self.pair_sum[index] is not None:
@@ -78,9 +76,10 @@ class GradientStatistics:
     def flush(self) -> None:
         """Runs the kernels on every queued gradient, one call per (device, dtype, kind) group."""
         groups: dict[tuple, list[tuple[int, torch.Tensor]]] = defaultdict(list)
+        pair_is_final = self.num_batches == 2 and self.batch == 1
         for index, grad in self._pending:
             if self.count[index] == 1:
-                kind = "pair" if self.pair_is_final else "init"
+                kind = "pair" if pair_is_final else "init"
             else:
                 kind = "add"
             groups[(grad.device, grad.dtype, kind)].append((index, grad))
