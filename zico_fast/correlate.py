@@ -42,6 +42,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from zico_fast.jsonl_log import AppendLog, read_lines, settings_changes
+
 SETTINGS_VERSION = 1
 BUNDLED_TRUTH = Path(__file__).parent / "data" / "nb201_dev.csv"
 DEFAULT_TRUTH_COLUMN = "cifar10_test_acc"
@@ -307,70 +309,41 @@ class ScoreLog:
         self.path = path
         self.settings = settings
         self.records: dict[tuple[int, int], dict] = {}
-        self._file = None
+        self._writer = AppendLog(path)
 
     def open(self) -> "ScoreLog":
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._load()
-        else:
-            self._file = open(self.path, "w", encoding="utf-8")
-            self._write({"settings": self.settings})
-        return self
-
-    def _load(self) -> None:
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        complete = lines[:-1]  # the piece after the last newline is empty or a truncated record
-        keep_bytes = len(data) - len(lines[-1])
-        if lines[-1].strip():
-            try:  # a final record that is whole but lost its newline still counts
-                json.loads(lines[-1])
-                complete, keep_bytes = lines, len(data)
-            except ValueError:
-                pass
-        if not complete:
-            raise CorrelateError(f"{self.path} is damaged (no complete settings line); move it away to start over")
         try:
-            head = json.loads(complete[0])
-            stored = head["settings"]
-        except (ValueError, KeyError, TypeError):
+            lines = read_lines(self.path)
+        except ValueError:
+            raise CorrelateError(f"{self.path} is damaged beyond a truncated last line; "
+                                 "move it away to start over") from None
+        if not lines:
+            self._writer.append({"settings": self.settings})
+            return self
+        head, *records = lines
+        if not isinstance(head, dict) or not isinstance(head.get("settings"), dict):
             raise CorrelateError(f"{self.path}: first line is not a settings record; "
-                                 "move the file away to start over") from None
+                                 "move the file away to start over")
+        stored = head["settings"]
         if stored != self.settings:
-            diffs = [f"{k}: {stored.get(k)!r} there, {self.settings.get(k)!r} now"
-                     for k in sorted(set(stored) | set(self.settings)) if stored.get(k) != self.settings.get(k)]
+            diffs = [f"{k}: {a!r} there, {b!r} now" for k, a, b in settings_changes(stored, self.settings)]
             raise CorrelateError(f"{self.path} was written with different settings ({'; '.join(diffs)}); "
                                  "rerun with the same settings to resume, or use another --out")
-        for number, line in enumerate(complete[1:], start=2):
-            if not line.strip():
-                continue
+        for number, record in enumerate(records, start=2):
             try:
-                record = json.loads(line)
                 key = (int(record["arch_index"]), int(record["repeat"]))
-            except (ValueError, KeyError, TypeError):
+            except (KeyError, TypeError, ValueError):
                 raise CorrelateError(f"{self.path}:{number} is not a valid score record; "
                                      "the file is damaged beyond a truncated last line") from None
             self.records[key] = record
-        self._file = open(self.path, "r+b")
-        self._file.truncate(keep_bytes)
-        self._file.close()
-        self._file = open(self.path, "a", encoding="utf-8")
-        if keep_bytes and not data[:keep_bytes].endswith(b"\n"):
-            self._file.write("\n")
-
-    def _write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, sort_keys=True) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        return self
 
     def add(self, record: dict) -> None:
         self.records[(record["arch_index"], record["repeat"])] = record
-        self._write(record)
+        self._writer.append(record)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._writer.close()
 
 
 # ---------------------------------------------------------------------------------------------

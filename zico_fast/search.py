@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from zico_fast.jsonl_log import AppendLog, read_lines, settings_changes
 from zico_fast.scorer import zico_score
 from zico_fast.spaces.base import Cost, SearchSpace
 
@@ -154,24 +155,20 @@ def _space_settings(space) -> dict:
 
 
 class _Log:
-    """The JSON-lines log: a header with the settings, then one fsynced record per candidate.
+    """The search's JSON-lines log: a header with the settings, then one record per candidate.
 
     The header is written with the first record, so a search that fails before scoring anything
     (an impossible budget) leaves no log that would refuse the corrected settings.
     """
 
     def __init__(self, path: Path):
-        self.path, self.settings, self.file = path, None, None
-        data = path.read_bytes() if path.exists() else b""
-        *complete, tail = data.split(b"\n")
-        if tail:  # a line cut short by a kill in mid-write: drop it, it is rewritten
-            with open(path, "r+b") as f:
-                f.truncate(len(data) - len(tail))
+        self.path, self.settings, self.writer = path, None, AppendLog(path)
         try:
-            self.header, *self.lines = [json.loads(line) for line in complete] or [{}]
+            lines = read_lines(path)
         except json.JSONDecodeError as exc:
             raise SearchError(f"{path} is corrupt ({exc}); it is not a log this search can resume") from None
-        if complete and (not isinstance(self.header, dict) or self.header.get("format") != LOG_FORMAT):
+        self.header, *self.lines = lines or [{}]
+        if lines and (not isinstance(self.header, dict) or self.header.get("format") != LOG_FORMAT):
             raise SearchError(f"{path} is not a zico_fast search log; give a new log path")
         self.stored = self.header.get("settings", {})  # {} for a new log
 
@@ -179,8 +176,7 @@ class _Log:
         """The logged records by iteration, once the log is known to come from these `settings`."""
         self.settings, old = settings, self.stored
         if old and old != settings:
-            changed = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
-                                for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
+            changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in settings_changes(old, settings))
             raise SearchError(f"{self.path} was written by a search with other settings ({changed}); resume "
                               "with the same settings or give a new log path")
         records = {r["iteration"]: r for r in self.lines}
@@ -189,21 +185,13 @@ class _Log:
         return records
 
     def append(self, record: dict) -> None:
-        if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "ab")
-            if not self.stored:
-                self._write({"format": LOG_FORMAT, "settings": self.settings})
-        self._write(record)
-
-    def _write(self, line: dict) -> None:
-        self.file.write((json.dumps(line) + "\n").encode())
-        self.file.flush()
-        os.fsync(self.file.fileno())  # a record once written survives a crash or a kill -9
+        if not self.stored:
+            self.writer.append({"format": LOG_FORMAT, "settings": self.settings})
+            self.stored = self.settings
+        self.writer.append(record)
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        self.writer.close()
 
 
 def search(space: SearchSpace, batches, *, iterations: int, population: int = 512, strategy: str = "evolution",
@@ -331,9 +319,8 @@ def _record(i, arch, cost, discarded, seed, score, seconds, error, cached_from) 
 
 
 def read_log(log_path) -> tuple[dict, list[dict]]:
-    """(settings, records) of a search log, ignoring a truncated last line."""
-    lines = Path(log_path).read_bytes().split(b"\n")[:-1]
-    header, *records = [json.loads(line) for line in lines]
+    """(settings, records) of a search log, without a line torn by a kill."""
+    header, *records = read_lines(Path(log_path))
     return header["settings"], records
 
 
