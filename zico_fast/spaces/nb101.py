@@ -11,6 +11,7 @@ import random
 import torch
 from torch import nn
 
+from zico_fast.errors import ZiCoUserError
 from zico_fast.spaces.base import Cost, SearchSpace
 from zico_fast.spaces.nb101_cell import INPUT, MAX_VERTICES, OPS, OUTPUT, Cell, module_hash, parse
 
@@ -89,8 +90,8 @@ class NB101Space(SearchSpace):
     def __init__(self, num_classes: int = 10, stem: int = 128, stacks: int = 3, cells_per_stack: int = 3,
                  resolution: int = 32):
         if resolution % 2 ** (stacks - 1):
-            raise ValueError(f"resolution must be a multiple of {2 ** (stacks - 1)} ({stacks} stacks halve it), "
-                             f"got {resolution}")
+            raise ZiCoUserError(f"resolution must be a multiple of {2 ** (stacks - 1)} ({stacks} stacks halve it),"
+                                f" got {resolution}")
         self.num_classes, self.stem, self.stacks, self.cells_per_stack = num_classes, stem, stacks, cells_per_stack
         self.resolution = resolution
 
@@ -119,7 +120,7 @@ class NB101Space(SearchSpace):
             ops = [INPUT] + [rng.choice(OPS) for _ in range(MAX_VERTICES - 2)] + [OUTPUT]
             try:
                 return parse((matrix, ops)).to_string()
-            except ValueError:
+            except ZiCoUserError:
                 continue
 
     def initial(self, rng: random.Random) -> str:
@@ -134,8 +135,8 @@ class NB101Space(SearchSpace):
         cell = parse(arch)
         sites = MAX_VERTICES * (MAX_VERTICES - 1) // 2 + MAX_VERTICES - 2
         if not 1 <= num_blocks <= sites:
-            raise ValueError(f"num_blocks must be in 1..{sites} (edges and interior ops of a 7-vertex cell), "
-                             f"got {num_blocks}")
+            raise ZiCoUserError(f"num_blocks must be in 1..{sites} (edges and interior ops of a 7-vertex cell), "
+                                f"got {num_blocks}")
         parent = cell.to_string()
         pairs = [(i, j) for j in range(MAX_VERTICES) for i in range(j)]
         for attempt in range(1000):
@@ -149,7 +150,7 @@ class NB101Space(SearchSpace):
                     ops[v] = rng.choice([o for o in OPS if o != ops[v]])
             try:
                 child = parse((matrix, ops)).to_string()
-            except ValueError:
+            except ZiCoUserError:
                 continue
             if child != parent:
                 return child

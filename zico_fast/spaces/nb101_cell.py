@@ -20,6 +20,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from zico_fast.errors import ZiCoUserError
+
 INPUT, OUTPUT = "input", "output"
 OPS = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")  # interior ops, NAS-Bench-101's order
 NASLIB_OPS = (INPUT, OUTPUT, "maxpool3x3", "conv1x1-bn-relu", "conv3x3-bn-relu")  # NASLib's op indices
@@ -73,7 +75,7 @@ class Cell:
 
 
 def parse(arch) -> Cell:
-    """Any accepted spelling -> the validated, pruned Cell; ValueError saying what is wrong."""
+    """Any accepted spelling -> the validated, pruned Cell; ZiCoUserError (a ValueError) saying what is wrong."""
     matrix, ops = _matrix_and_ops(arch)
     return _validated(matrix, ops, arch)
 
@@ -86,7 +88,7 @@ def _matrix_and_ops(arch) -> tuple[list[list[int]], list[str]]:
         if text[:1] in "([" or text[:1].isdigit():
             numbers = [t.strip() for t in text.strip("()[] ").split(",")]
             if not all(t.isdigit() for t in numbers):
-                raise ValueError(f"NASLib tuple {arch!r} must hold only 0/1 entries and op indices; {FORMAT}")
+                raise ZiCoUserError(f"NASLib tuple {arch!r} must hold only 0/1 entries and op indices; {FORMAT}")
             return _from_tuple([int(t) for t in numbers])
         return _from_string(text)
     if isinstance(arch, (tuple, list)) and len(arch) == 2 and isinstance(arch[1], (tuple, list)) \
@@ -94,14 +96,17 @@ def _matrix_and_ops(arch) -> tuple[list[list[int]], list[str]]:
         return _rows(arch[0]), list(arch[1])
     if isinstance(arch, (tuple, list)) and all(isinstance(v, int) for v in arch):
         return _from_tuple(list(arch))
-    raise ValueError(f"cannot read a NAS-Bench-101 cell from a {type(arch).__name__}; {FORMAT}")
+    raise ZiCoUserError(f"cannot read a NAS-Bench-101 cell from a {type(arch).__name__}; {FORMAT}")
 
 
 def _rows(matrix) -> list[list[int]]:
     rows = matrix.tolist() if hasattr(matrix, "tolist") else matrix
     if not isinstance(rows, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in rows):
-        raise ValueError(f"adjacency matrix must be a list of rows, got {matrix!r}")
-    return [[int(v) for v in r] for r in rows]
+        raise ZiCoUserError(f"adjacency matrix must be a list of rows, got {matrix!r}")
+    try:
+        return [[int(v) for v in r] for r in rows]
+    except (TypeError, ValueError):
+        raise ZiCoUserError(f"adjacency matrix entries must be 0 or 1, got {matrix!r}") from None
 
 
 def _from_json(text: str) -> tuple[list[list[int]], list[str]]:
@@ -109,35 +114,36 @@ def _from_json(text: str) -> tuple[list[list[int]], list[str]]:
         spec = json.loads(text)
         return _rows(spec["matrix"]), list(spec["ops"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{text!r} is not JSON with 'matrix' and 'ops' ({error}); {FORMAT}") from None
+        raise ZiCoUserError(f"{text!r} is not JSON with 'matrix' and 'ops' ({error}); {FORMAT}") from None
 
 
 def _from_tuple(values: list[int]) -> tuple[list[list[int]], list[str]]:
     sizes = {n * n + n: n for n in range(2, MAX_VERTICES + 1)}
     if len(values) not in sizes:
-        raise ValueError(f"NASLib tuple has {len(values)} numbers; a cell of n vertices needs n*n + n "
+        raise ZiCoUserError(f"NASLib tuple has {len(values)} numbers; a cell of n vertices needs n*n + n "
                          f"(56 for 7 vertices); {FORMAT}")
     n = sizes[len(values)]
     bad = [v for v in values[n * n:] if not 0 <= v < len(NASLIB_OPS)]
     if bad:
-        raise ValueError(f"NASLib op index {bad[0]} is not one of 0..{len(NASLIB_OPS) - 1} {list(NASLIB_OPS)}")
+        raise ZiCoUserError(f"NASLib op index {bad[0]} is not one of 0..{len(NASLIB_OPS) - 1} {list(NASLIB_OPS)}")
     return [values[i * n:(i + 1) * n] for i in range(n)], [NASLIB_OPS[v] for v in values[n * n:]]
 
 
 def _from_string(text: str) -> tuple[list[list[int]], list[str]]:
     entries = text.split("|")
     if entries[0] != INPUT:
-        raise ValueError(f"{text!r} must start with 'input|'; {FORMAT}")
+        raise ZiCoUserError(f"{text!r} must start with 'input|'; {FORMAT}")
     n = len(entries)
     matrix, ops = [[0] * n for _ in range(n)], [INPUT]
     for j, entry in enumerate(entries[1:], start=1):
         m = _ENTRY.fullmatch(entry)
         if m is None:
-            raise ValueError(f"entry {entry!r} (vertex {j}) of {text!r} is not 'op<source,source,...'; {FORMAT}")
+            raise ZiCoUserError(f"entry {entry!r} (vertex {j}) of {text!r} is not 'op<source,source,...'; "
+                                f"{FORMAT}")
         ops.append(m.group(1))
         for src in map(int, m.group(2).split(",")):
             if src >= j:
-                raise ValueError(f"vertex {j} of {text!r} takes input from vertex {src}; a vertex may only "
+                raise ZiCoUserError(f"vertex {j} of {text!r} takes input from vertex {src}; a vertex may only "
                                  f"read earlier vertices; {FORMAT}")
             matrix[src][j] = 1
     return matrix, ops
@@ -146,27 +152,29 @@ def _from_string(text: str) -> tuple[list[list[int]], list[str]]:
 def _validated(matrix: list[list[int]], ops: list[str], arch) -> Cell:
     n = len(matrix)
     if not 2 <= n <= MAX_VERTICES or any(len(row) != n for row in matrix):
-        raise ValueError(f"adjacency matrix of {arch!r} must be square with 2..{MAX_VERTICES} vertices, "
+        raise ZiCoUserError(f"adjacency matrix of {arch!r} must be square with 2..{MAX_VERTICES} vertices, "
                          f"got {n} rows of lengths {sorted({len(r) for r in matrix})}")
     if any(v not in (0, 1) for row in matrix for v in row):
-        raise ValueError(f"adjacency matrix of {arch!r} must hold only 0 and 1")
+        raise ZiCoUserError(f"adjacency matrix of {arch!r} must hold only 0 and 1")
     if any(matrix[i][j] for i in range(n) for j in range(i + 1)):
-        raise ValueError(f"adjacency matrix of {arch!r} is not strictly upper triangular: every edge must "
+        raise ZiCoUserError(f"adjacency matrix of {arch!r} is not strictly upper triangular: every edge must "
                          f"go from a vertex to a later one (the cell must be a DAG in vertex order)")
     if len(ops) != n:
-        raise ValueError(f"{arch!r} has {len(ops)} ops for {n} vertices; give one op per vertex")
+        raise ZiCoUserError(f"{arch!r} has {len(ops)} ops for {n} vertices; give one op per vertex")
     if ops[0] != INPUT or ops[-1] != OUTPUT:
-        raise ValueError(f"{arch!r}: the first op must be 'input' and the last 'output', got {ops[0]!r}, {ops[-1]!r}")
+        raise ZiCoUserError(f"{arch!r}: the first op must be 'input' and the last 'output', "
+                            f"got {ops[0]!r}, {ops[-1]!r}")
     bad = [op for op in ops[1:-1] if op not in OPS]
     if bad:
-        raise ValueError(f"{arch!r}: unknown interior op {bad[0]!r}; choose from {', '.join(OPS)}")
+        raise ZiCoUserError(f"{arch!r}: unknown interior op {bad[0]!r}; choose from {', '.join(OPS)}")
     keep = _prune(matrix)
     if keep is None:
-        raise ValueError(f"{arch!r} is disconnected: no path leads from the input to the output")
+        raise ZiCoUserError(f"{arch!r} is disconnected: no path leads from the input to the output")
     edges = tuple(tuple(keep.index(i) for i in keep if matrix[i][j]) for j in keep)
     num_edges = sum(len(src) for src in edges)
     if num_edges > MAX_EDGES:
-        raise ValueError(f"{arch!r} has {num_edges} edges after pruning; NAS-Bench-101 allows at most {MAX_EDGES}")
+        raise ZiCoUserError(f"{arch!r} has {num_edges} edges after pruning; NAS-Bench-101 allows at most "
+                            f"{MAX_EDGES}")
     return Cell(tuple(ops[i] for i in keep), edges)
 
 
