@@ -213,3 +213,9 @@ def test_small_correlate_run(tmp_path):
     assert {"naslib_params", "naslib_synflow"} <= set(report["correlations"])
     lines = (tmp_path / "run" / "scores.jsonl").read_text().splitlines()
     assert len(lines) == 5 and all(np.isfinite(json.loads(line)["zico"]) for line in lines[1:])
+
+
+def test_search_command_accepts_the_space():
+    from zico_fast.cli import build_parser
+
+    assert build_parser().parse_args(["search", "--space", "nb101", "--out", "runs/x"]).space == "nb101"
