@@ -219,3 +219,38 @@ def test_search_command_accepts_the_space():
     from zico_fast.cli import build_parser
 
     assert build_parser().parse_args(["search", "--space", "nb101", "--out", "runs/x"]).space == "nb101"
+
+
+def _hook_counts(model: torch.nn.Module, resolution: int) -> tuple[int, int]:
+    """(MACs as Cost.flops counts them, FLOPs as NASLib's tensorwatch-style counter) of one image,
+    from the shapes the built network actually produces."""
+    macs = naslib = 0
+
+    def hook(module, inputs, output):
+        nonlocal macs, naslib
+        n = output.numel()
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+            macs, naslib = macs + k * n, naslib + k * n
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            macs, naslib = macs + n, naslib + 2 * n
+        elif isinstance(module, torch.nn.ReLU):
+            naslib += n
+        elif isinstance(module, torch.nn.MaxPool2d):
+            naslib += module.kernel_size ** 2 * n
+        elif isinstance(module, torch.nn.Linear):
+            weights = module.in_features * module.out_features
+            macs, naslib = macs + weights, naslib + weights
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, resolution, resolution))
+    for handle in handles:
+        handle.remove()
+    return macs, naslib
+
+
+def test_analytic_costs_equal_counts_on_the_built_network():
+    space = NB101Space(stem=16, resolution=16)
+    for arch in [RICH, "input|output<0"] + [r["arch_string"] for r in ROWS[:20]]:
+        assert _hook_counts(space.build(arch), 16) == (space.cost(arch).flops, space.naslib_flops(arch)), arch
