@@ -71,3 +71,31 @@ class PopulationRanks:
             rank = below + (upto - below + 1) / 2
             total += math.log(rank / self.size)
         return total
+
+
+def greedy_members(columns: Mapping[str, Sequence[float]], truth: Sequence[float],
+                   candidates: Sequence[str], min_gain: float = 0.005) -> list[tuple[tuple[str, ...], float]]:
+    """Forward selection of ensemble members by Kendall tau against `truth` (use FIT rows only).
+
+    Starts from the best single proxy and adds, one at a time, the candidate that raises tau most;
+    stops when no addition gains `min_gain`. Returns the path [(members, tau), ...]; the last entry
+    is the choice. Deterministic: ties go to the earlier candidate.
+    """
+    from scipy.stats import kendalltau
+
+    def tau(members) -> float:
+        return float(kendalltau(rank_aggregate(columns, members), truth).statistic)
+
+    chosen: tuple[str, ...] = ()
+    path: list[tuple[tuple[str, ...], float]] = []
+    best = -math.inf
+    while True:
+        trials = [(tau(chosen + (c,)), i, c) for i, c in enumerate(candidates) if c not in chosen]
+        if not trials:
+            break
+        score, _, pick = max(trials, key=lambda t: (t[0], -t[1]))
+        if chosen and score < best + min_gain:
+            break
+        chosen, best = chosen + (pick,), score
+        path.append((chosen, score))
+    return path
