@@ -54,6 +54,10 @@ class _Population:
     def __init__(self, capacity: int):
         self.capacity, self.members, self.archs = capacity, [], set()
 
+    def rescore(self, fitness) -> None:
+        """Re-evaluates every member (an ensemble fitness moves as the population of ranks grows)."""
+        self.members = [(arch, fitness(arch)) for arch, _ in self.members]
+
     def add(self, arch: str, score: float) -> None:
         if arch in self.archs:  # a copy would add no information and crowd out distinct members
             return
@@ -91,7 +95,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
            strategy: str = "evolution", seed: int = 0, generation: int = DEFAULT_GENERATION,
            max_flops: float | None = None, max_params: float | None = None, max_depth: int | None = None,
            device="cpu", threads: int | None = None, workers: int = 1, backend=None,
-           proxies=DEFAULT_PROXIES, progress: bool = False) -> SearchResult:
+           proxies=DEFAULT_PROXIES, fitness: str = "zico", progress: bool = False) -> SearchResult:
     """Score `iterations` in-budget candidates of `space` with ZiCo on the same `batches`.
 
     evolution (the paper's): until the population has 10 members a child mutates `space.initial`
@@ -101,7 +105,16 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
     `iterations`; fewer than the log holds is refused rather than reporting a prefix).
     `backend` (default: `workers` spawned processes, which survive a candidate's native crash).
     Scores depend on `threads` (default: the logged count, else torch's) but not on `workers`.
+    fitness="ensemble" ranks candidates by the rank ensemble of zico_fast.proxies (its members are
+    added to `proxies`): a candidate's fitness is its aggregate against every candidate logged so
+    far, so it is a function of the log prefix (same on resume, whatever the arrival order).
     """
+    if fitness not in ("zico", "ensemble"):
+        raise SearchError(f"fitness must be 'zico' or 'ensemble', not {fitness!r}")
+    if fitness == "ensemble":
+        from zico_fast.proxies import ENSEMBLE_MEMBERS
+
+        proxies = tuple(dict.fromkeys((*proxies, *ENSEMBLE_MEMBERS)))
     _check_args(strategy, iterations, population, generation)
     log_path, device = Path(log_path), check_device(device)
     stored = read_run_log(log_path)[0]["settings"] if log_path.is_file() and log_path.stat().st_size else {}
@@ -110,6 +123,10 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
     settings = {"space": space.settings(), "strategy": strategy, "seed": seed, "population": population,
                 "generation": generation, "max_flops": max_flops, "max_params": max_params,
                 "max_depth": max_depth, "proxies": list(proxies), "repro": repro_record(device, threads, batches)}
+    if fitness != "zico":  # only then, so logs of plain ZiCo searches keep their settings
+        from zico_fast.proxies import ENSEMBLE_MEMBERS
+
+        settings["fitness"] = {"kind": fitness, "members": list(ENSEMBLE_MEMBERS)}
     log = RunLog(log_path, "search", required=("id", "arch", "score"))
     backend = backend or make_backend(workers)
     logged = log.open(settings)
@@ -120,7 +137,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
                               "give another output folder")
         if [r["id"] for r in logged] != list(range(len(logged))):
             raise RunLogError(f"{log_path} has missing or repeated iterations; it cannot be resumed")
-        state = _State(population)
+        state = _State(population, fitness)
         started = False
         bar = _progress(progress, iterations, len(logged), strategy)
         for start in range(0, iterations, generation):
@@ -173,8 +190,14 @@ def _progress(enabled: bool, total: int, done: int, strategy: str):
 class _State:
     """Everything a search accumulates; rebuilt exactly by replaying the log's records in order."""
 
-    def __init__(self, population: int):
+    def __init__(self, population: int, fitness: str = "zico"):
         self.pop = _Population(population)
+        self.ensemble = None
+        if fitness == "ensemble":
+            from zico_fast.proxies.ensemble import SearchFitness
+
+            self.ensemble = SearchFitness()
+        self.costs: dict[str, Cost] = {}
         self.cache: dict[str, tuple[float | None, int]] = {}  # arch -> (score or None; first iteration)
         self.values: dict[str, dict] = {}
         self.counts = dict(scored=0, cached=0, failed=0, discarded=0)
@@ -190,9 +213,18 @@ class _State:
         self.counts["failed"] += score is None
         self.cache.setdefault(arch, (score, i))
         self.values.setdefault(arch, record.get("values", {}))
+        if score is not None and self.ensemble is not None:
+            if record["cached_from"] is None:  # a repeat adds no new network to the population of ranks
+                self.ensemble.add(record["values"])
+            self.pop.rescore(lambda a: self.ensemble.of(self.values[a]))
+            score = self.ensemble.of(self.values[arch])
         if score is not None:
             self.pop.add(arch, score)
-            if self.best is None or score > self.best[0]:
+            if self.ensemble is not None:  # fitnesses moved: the best is the top member now
+                self.costs[arch] = cost
+                top_arch, top = max(self.pop.members, key=lambda m: m[1])  # the earliest on ties
+                self.best = (top, top_arch, self.costs[top_arch], self.cache[top_arch][1])
+            elif self.best is None or score > self.best[0]:
                 self.best = (score, arch, cost, i)
         scores = [s for _, s in self.pop.members]
         self.history.append((i, self.best[0] if self.best else math.nan,
