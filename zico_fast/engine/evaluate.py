@@ -12,13 +12,18 @@ from zico_fast.engine.seeding import build_seeded, init_seed
 DEFAULT_PROXIES = ("zico",)
 
 
-def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=None) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=None, select_output=None,
+             details: dict | None = None) -> dict[str, float]:
     """{proxy: value} of a built model on `batches` (ZiCo alone by default); the model is left as
-    scoring left it. Non-finite values come back as NaN for the caller to judge."""
+    scoring left it. Non-finite values come back as NaN for the caller to judge. `details`, when
+    given, receives ZiCo's per-layer terms and skipped layers (plain ZiCo only)."""
     if tuple(proxies) == ("zico",):  # the plain path: exactly zico_score
         from zico_fast.scorer import zico_score
 
-        return {"zico": zico_score(model, batches, restore=False, nonfinite="nan").score}
+        result = zico_score(model, batches, restore=False, nonfinite="nan", select_output=select_output)
+        if details is not None:
+            details.update(layer_terms=result.layer_terms, skipped=result.skipped, num_batches=result.num_batches)
+        return {"zico": result.score}
     from zico_fast.proxies import compute
 
     return compute(model, batches, tuple(proxies), cost=cost, restore=False, nonfinite="nan")
