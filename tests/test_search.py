@@ -12,7 +12,10 @@ import torch
 from torch import nn
 
 from zico_fast.data import make_batches
-from zico_fast.search import SearchError, read_log, search, write_search_outputs
+from zico_fast.engine import InProcessBackend, read_run_log
+from zico_fast.errors import ZiCoUserError
+from zico_fast.reporting import write_search_outputs
+from zico_fast.search import SearchError, search
 from zico_fast.spaces import Cost, SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +85,15 @@ def batches():
 
 
 def records(log):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_log(log)[1]]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_run_log(log)[1]]
 
 
 def run(space, batches, log, **kw):
     # One thread: scores depend on the thread count, and one thread each stays fast on busy cores.
-    kw = {"iterations": 40, "population": 8, "seed": 3, "progress": False, "threads": 1, **kw}
+    # In-process unless workers are asked for: TinySpace counts its builds in this process.
+    kw = {"iterations": 40, "population": 8, "seed": 3, "threads": 1, "generation": 4, **kw}
+    if "workers" not in kw:
+        kw["backend"] = InProcessBackend()
     return search(space, batches, log_path=log, **kw)
 
 
@@ -125,7 +131,7 @@ def test_identical_candidates_are_scored_once(batches, tmp_path):
         if r["cached_from"] is None:
             first[r["arch"]] = r
         else:
-            assert first[r["arch"]]["iteration"] == r["cached_from"] and first[r["arch"]]["score"] == r["score"]
+            assert first[r["arch"]]["id"] == r["cached_from"] and first[r["arch"]]["score"] == r["score"]
 
 
 def test_failing_candidates_are_recorded_not_fatal(batches, tmp_path):
@@ -133,7 +139,7 @@ def test_failing_candidates_are_recorded_not_fatal(batches, tmp_path):
     logged = records(tmp_path / "log.jsonl")
     failed = [r for r in logged if r["error"]]
     assert any("cannot build" in r["error"] for r in failed)
-    assert any("non-finite score" in r["error"] for r in failed)
+    assert any("non-finite ZiCo score" in r["error"] for r in failed)
     assert all(r["score"] is None for r in failed) and result.failed == len(failed)
     bad = {r["arch"] for r in failed}
     assert not bad & {arch for arch, _ in result.population}
@@ -151,10 +157,21 @@ def test_budgets_are_respected(batches, tmp_path):
 
 def test_resume_refuses_other_settings(batches, tmp_path):
     run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=3)
-    with pytest.raises(SearchError, match="other settings.*seed: 3 -> 4"):
+    with pytest.raises(ZiCoUserError, match="other settings.*seed: 3 -> 4"):
         run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=3, seed=4)
-    with pytest.raises(SearchError, match="other settings"):
+    with pytest.raises(ZiCoUserError, match="other settings.*repro"):
         run(TinySpace(), batches[:1] + batches[:1], tmp_path / "log.jsonl", iterations=3)
+    with pytest.raises(ZiCoUserError, match="other settings.*threads"):
+        run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=3, threads=2)
+
+
+def test_fewer_iterations_than_the_log_holds_is_refused(batches, tmp_path):
+    run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=6)
+    before = (tmp_path / "log.jsonl").read_bytes()
+    with pytest.raises(SearchError, match="already holds 6 candidates.*iterations >= 6"):
+        run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=4)
+    assert (tmp_path / "log.jsonl").read_bytes() == before
+    assert run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=6).iterations == 6
 
 
 def test_resume_drops_a_truncated_line_and_repeats_nothing(batches, tmp_path):
@@ -170,21 +187,22 @@ def test_resume_drops_a_truncated_line_and_repeats_nothing(batches, tmp_path):
     assert result.iterations == 40
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_records(batches, tmp_path):
-    run(TinySpace(), batches, tmp_path / "one.jsonl", strategy="random", iterations=12, workers=1)
-    run(TinySpace(), batches, tmp_path / "two.jsonl", strategy="random", iterations=12, workers=2)
-    assert records(tmp_path / "one.jsonl") == records(tmp_path / "two.jsonl")
-    # Evolution draws a round of 2 children per population state; resuming keeps the rounds.
-    run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=9, workers=2)
-    result = run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=14, threads=None)
-    assert result.settings["workers"] == 2 and result.iterations == 14
-    run(TinySpace(), batches, tmp_path / "full.jsonl", iterations=14, workers=2)
-    assert records(tmp_path / "evo.jsonl") == records(tmp_path / "full.jsonl")
+    """Spawned workers (one or two) log what the in-process backend logs; workers are no setting,
+    so a search resumes with another count and ends where an uninterrupted one does."""
+    for strategy in ("random", "evolution"):
+        run(TinySpace(), batches, tmp_path / f"{strategy}0.jsonl", strategy=strategy, iterations=12)
+        run(TinySpace(), batches, tmp_path / f"{strategy}2.jsonl", strategy=strategy, iterations=12, workers=2)
+        assert records(tmp_path / f"{strategy}0.jsonl") == records(tmp_path / f"{strategy}2.jsonl")
+    run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=6, workers=2)
+    result = run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=12, workers=1)
+    assert result.iterations == 12 and records(tmp_path / "evo.jsonl") == records(tmp_path / "evolution0.jsonl")
 
 
 def test_outputs(batches, tmp_path):
     result = run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=20)
-    write_search_outputs(result, tmp_path / "out")
+    write_search_outputs(result, tmp_path / "out", {"source": "bundled"})
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     assert best["arch"] == result.best_arch and best["score"] == result.best_score
     assert len((tmp_path / "out" / "candidates.csv").read_text().splitlines()) == 21
@@ -210,7 +228,7 @@ def test_memory_stays_flat(batches, tmp_path):
 def cli_search(out, iterations):
     return [sys.executable, "-m", "zico_fast", "search", "--space", "nb201", "--iterations", str(iterations),
             "--population", "4", "--seed", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out),
-            "--threads", "1", "--no-progress"]
+            "--threads", "1", "--generation", "2", "--no-progress"]
 
 
 def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):

@@ -63,10 +63,12 @@ def read_run_log(path, required: tuple[str, ...] = ("id",)) -> tuple[dict, list[
 
 class RunLog:
     """The single writer of one log. `open(settings)` checks a resumed log against `settings`
-    (naming every difference), cuts a torn tail, and returns the logged records."""
+    (naming every difference), cuts a torn tail, and returns the logged records. A new log's header
+    is written with its first record, so a run that fails before scoring anything (an impossible
+    budget, a worker that cannot start) leaves no log that would refuse the corrected settings."""
 
     def __init__(self, path, kind: str, required: tuple[str, ...] = ("id",)):
-        self.path, self.kind, self.required, self._file = Path(path), kind, required, None
+        self.path, self.kind, self.required, self._file, self._header = Path(path), kind, required, None, None
 
     def open(self, settings: dict) -> list[dict]:
         data = self.path.read_bytes() if self.path.is_file() else b""
@@ -80,15 +82,20 @@ class RunLog:
                 changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in settings_changes(old, settings))
                 raise RunLogError(f"{self.path} was written with other settings ({changed}); resume with the same "
                                   "settings or give another output folder")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "r+b" if data else "wb")
-        self._file.truncate(whole)  # the torn tail, if any: that record is redone
-        self._file.seek(whole)
         if header is None:
-            self._write({"format": FORMAT, "kind": self.kind, "settings": settings})
+            self._header = {"format": FORMAT, "kind": self.kind, "settings": settings}
+        elif whole < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(whole)  # the torn tail: that record is redone
         return records
 
     def append(self, record: dict) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab" if self._header is None else "wb")
+        if self._header is not None:
+            self._write(self._header)
+            self._header = None
         self._write(record)
 
     def _write(self, line: dict) -> None:
