@@ -71,8 +71,7 @@ class FusedStatistics:
         self.stats.end_batch()
 
     def ratio_sums(self):
-        sums = self.stats.ratio_sums(list(range(self.stats.num_tensors)))
-        return torch.stack([sums[i] for i in range(self.stats.num_tensors)])
+        return self.stats.ratio_sums(list(range(self.stats.num_tensors)))
 
 
 IMPLEMENTATIONS = {

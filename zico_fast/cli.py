@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_score)
 
     run = sub.add_parser("search", help="evolutionary (the paper's) or random search with ZiCo")
-    run.add_argument("--space", choices=("nb201", "mobilenet"), default="nb201")
+    run.add_argument("--space", choices=("nb201", "nb101", "mobilenet"), default="nb201")
     run.add_argument("--strategy", choices=("evolution", "random"), default="evolution")
     run.add_argument("--iterations", type=int, default=1000, help="candidates to evaluate (paper: 100000)")
     run.add_argument("--population", type=int, default=512, help="population size (default 512, as the paper)")

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import zipfile
+
 import numpy as np
 import torch
+
+from zico_fast.errors import DataError
 
 BUNDLED = Path(__file__).parent / "data" / "cifar10_sample.npz"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -16,8 +20,10 @@ def load_images(source: str | Path | None = None) -> tuple[np.ndarray, np.ndarra
     """(images uint8 [N, H, W, 3], labels int64 [N]) from `source`.
 
     source: None or "bundled" (1,024 real CIFAR-10 images shipped in the package); a `.npz` with
-    arrays `x` ([N, H, W, 3] uint8 or [N, 3, H, W]) and `y`; a folder with one sub-folder of
+    arrays `x` ([N, H, W, 3] or [N, 3, H, W]) and `y`; a folder with one sub-folder of
     images per class; or "torchvision:<Dataset>:<root>" for a dataset already on disk.
+    Pixel scale goes by dtype: uint8 images are 0-255, float images are taken as given (0-1).
+    Images come back as stored (uint8 or float); `make_batches` scales them.
     """
     if source is None or str(source) == "bundled":
         return _load_npz(BUNDLED)
@@ -32,19 +38,34 @@ def load_images(source: str | Path | None = None) -> tuple[np.ndarray, np.ndarra
         return _load_image_folder(path)
     if path.suffix == ".npz":
         return _load_npz(path)
-    raise ValueError(f"cannot read {path}: expected a .npz file or a folder of class sub-folders")
+    raise DataError(f"cannot read {path}: expected a .npz file or a folder of class sub-folders")
+
+
+_NPZ_EXPECTED = "a .npz (numpy.savez) with arrays 'x' (images [N, H, W, 3] or [N, 3, H, W]) and 'y' (labels [N])"
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as data:
-        if "x" not in data or "y" not in data:
-            raise ValueError(f"{path} must hold arrays 'x' (images) and 'y' (labels), found {list(data)}")
-        x, y = data["x"], data["y"].astype(np.int64)
+    try:
+        with np.load(path, allow_pickle=False) as data:  # never unpickle a file we were handed
+            if "x" not in data or "y" not in data:
+                raise DataError(f"{path}: found arrays {list(data)}; expected {_NPZ_EXPECTED}")
+            x, y = data["x"], data["y"]
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError) as error:
+        # numpy's own text suggests allow_pickle, which we never do: say what is wrong instead
+        why = "it holds Python objects, which are never unpickled" if "pickle" in str(error) else \
+            f"it is not a valid, complete .npz file ({type(error).__name__})"
+        raise DataError(f"cannot read {path}: {why}; expected {_NPZ_EXPECTED}") from None
     if x.ndim == 4 and x.shape[1] == 3 and x.shape[-1] != 3:
         x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC
-    if x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
-        raise ValueError(f"{path}: expected x [N, H, W, 3] and y [N], got {x.shape} and {y.shape}")
-    return x, y
+    if x.ndim != 4 or x.shape[-1] != 3 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{path}: expected x [N, H, W, 3] and y [N], got {x.shape} and {y.shape}")
+    if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{path}: x has dtype {x.dtype}; expected uint8 (0-255) or float (0-1) images")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: y has dtype {y.dtype}; expected integer class labels")
+    return x, y.astype(np.int64)
 
 
 def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -58,9 +79,9 @@ def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray]:
                 images.append(np.asarray(Image.open(file).convert("RGB")))
                 labels.append(label)
     if not images:
-        raise ValueError(f"{root} holds no images in class sub-folders (root/<class>/<image>.png)")
+        raise DataError(f"{root} holds no images in class sub-folders (root/<class>/<image>.png)")
     if len({im.shape for im in images}) != 1:
-        raise ValueError(f"images in {root} differ in size; resize them to one size first")
+        raise DataError(f"images in {root} differ in size; resize them to one size first")
     return np.stack(images), np.array(labels, dtype=np.int64)
 
 
@@ -69,7 +90,7 @@ def _load_torchvision(spec: str) -> tuple[np.ndarray, np.ndarray]:
         _, name, root = spec.split(":", 2)
         import torchvision.datasets as datasets
     except (ValueError, ImportError) as error:
-        raise ValueError(f"{spec!r}: use 'torchvision:<Dataset>:<root>' with torchvision installed") from error
+        raise DataError(f"{spec!r}: use 'torchvision:<Dataset>:<root>' with torchvision installed") from error
     dataset = getattr(datasets, name)(root=root, train=True, download=False)
     return np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64)
 
@@ -80,7 +101,9 @@ def make_batches(source: str | Path | None = None, batch_size: int = 128, num_ba
     """`num_batches` disjoint batches drawn with `seed`, normalised with CIFAR statistics.
 
     synthetic=True gives random normal images and labels instead (never implied: real data is
-    the default because ZiCo's ranking depends on it). `resolution` resizes (bilinear).
+    the default because ZiCo's ranking depends on it). `resolution` resizes (bilinear). uint8
+    images are divided by 255, float images are taken as already in [0, 1]. Batches are
+    contiguous NCHW tensors (channels_last inputs crash some torch CPU conv backward kernels).
     """
     if batch_size < 1 or num_batches < 1:
         raise ValueError(f"batch_size and num_batches must be positive, got {batch_size} and {num_batches}")
@@ -93,15 +116,17 @@ def make_batches(source: str | Path | None = None, batch_size: int = 128, num_ba
     else:
         images, labels = load_images(source)
         if needed > len(images):
-            raise ValueError(f"{num_batches} batches of {batch_size} need {needed} images but the data has "
+            raise DataError(f"{num_batches} batches of {batch_size} need {needed} images but the data has "
                              f"{len(images)}; use fewer or smaller batches, or more data")
         pick = torch.randperm(len(images), generator=generator)[:needed].numpy()
-        x = torch.from_numpy(images[pick]).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(images[pick]).permute(0, 3, 1, 2).float().contiguous()
+        if images.dtype == np.uint8:
+            x.div_(255)
         mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
         x = (x - mean) / std
         y = torch.from_numpy(labels[pick])
         if resolution is not None and resolution != x.shape[-1]:
             x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    x, y = x.to(device), y.to(device)
+    x, y = x.contiguous().to(device), y.to(device)
     return [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]) for i in range(num_batches)]

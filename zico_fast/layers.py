@@ -34,17 +34,36 @@ def _matcher(layers: LayerSelector) -> Callable[[str, nn.Module], bool]:
     raise TypeError(f"layers must be nn.Module types or a predicate(name, module) -> bool, got {layers!r}")
 
 
-def select_layers(model: nn.Module, layers: LayerSelector = None) -> tuple[list[SelectedLayer], dict[str, str]]:
+def named_modules_fast(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """`list(model.named_modules())` (same order, same de-duplication) for a fraction of the cost:
+    an explicit stack instead of nested generators, which matters when scoring small models."""
+    out: list[tuple[str, nn.Module]] = []
+    seen: set[int] = set()
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        name, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append((name, module))
+        prefix = name + "." if name else ""
+        stack.extend((prefix + key, child) for key, child in reversed(module._modules.items()) if child is not None)
+    return out
+
+
+def select_layers(model: nn.Module, layers: LayerSelector = None,
+                  named: list[tuple[str, nn.Module]] | None = None) -> tuple[list[SelectedLayer], dict[str, str]]:
     """The weights to score, and the matching layers that were left out with the reason why.
 
     A weight shared by several modules is scored once, under the first module's name; frozen
     weights (requires_grad=False) are left out, as are matching modules without a weight tensor.
+    `named`: the model's named modules when the caller has walked them already.
     """
     matches = _matcher(layers)
     selected: list[SelectedLayer] = []
     skipped: dict[str, str] = {}
     owner_of: dict[int, str] = {}
-    for name, module in model.named_modules():
+    for name, module in (named_modules_fast(model) if named is None else named):
         if not matches(name, module):
             continue
         weight = getattr(module, "weight", None)

@@ -1,37 +1,156 @@
-"""Snapshot and restore of what scoring touches in a user's model, so it is handed back unchanged."""
+"""What scoring needs to know about a model, walked once and cached, and how it hands the model back.
+
+A search scores many small networks, so per-call Python work counts: walking the module tree,
+`model.train()` and restoring what scoring touched cost more than the statistics on small models.
+A `ModelPlan` walks the tree once and keeps the lists that scoring needs. It is cached per model
+and dropped as soon as anything could have changed the tree: torch calls a global registration
+hook whenever any module, parameter or buffer is assigned anywhere, and each such call starts a
+new generation that invalidates every cached plan. `requires_grad` flips and weights replaced
+behind `nn.Module`'s back are checked on every use. (A submodule removed with `del` is not seen:
+its layers then show up as "unused" in `skipped` and the score is unchanged.)
+"""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from zico_fast.layers import LayerSelector, SelectedLayer, named_modules_fast, select_layers
+
+_generation = 0
+_plans: "weakref.WeakKeyDictionary[nn.Module, ModelPlan]" = weakref.WeakKeyDictionary()
+_MAX_CACHED = 16  # plans hold submodules: bound what a model with a reference cycle could pin
+
+
+def _new_generation(*_args) -> None:
+    global _generation
+    _generation += 1
+
+
+_hooks_installed = False
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    if not _hooks_installed:
+        from torch.nn.modules import module as module_api
+
+        module_api.register_module_module_registration_hook(_new_generation)
+        module_api.register_module_parameter_registration_hook(_new_generation)
+        module_api.register_module_buffer_registration_hook(_new_generation)
+        _hooks_installed = True
+
+
+def _is_stock_batchnorm(module: nn.Module) -> bool:
+    """A torch BatchNorm whose forward skips the running-statistics update when
+    track_running_stats is False, normalising with the batch statistics exactly as it would anyway."""
+    return isinstance(module, _BatchNorm) and type(module).forward is _BatchNorm.forward
 
 
 @dataclass
-class ModelState:
-    """Train/eval flags, buffer values (BN running statistics) and `.grad` references.
-
-    Parameters are not copied: scoring never writes them (tests check that). Buffers are small,
-    so copying them costs far less than a forward pass.
-    """
-
-    training: list[tuple[nn.Module, bool]]
-    buffers: list[tuple[torch.Tensor, torch.Tensor]]
-    grads: list[tuple[nn.Parameter, torch.Tensor | None]]
+class ModelPlan:
+    generation: int
+    selector: LayerSelector
+    layers: list[SelectedLayer]
+    skipped: dict[str, str]
+    weight_checks: list[tuple[nn.Module, nn.Parameter, bool]]  # (owner, weight, requires_grad) as selected
+    submodules: list[nn.Module]  # every module but the root (the plan must not keep the root alive)
+    params: list[nn.Parameter]
+    batchnorms: list[nn.Module]  # stock BatchNorms: running statistics left alone while scoring
+    batchnorm_flags: list[tuple[nn.Module, object]]  # every stock BatchNorm's track_running_stats as built
+    other_buffers: list[torch.Tensor]  # buffers a forward may write that we must copy to restore
+    custom_train: bool  # some module overrides train(): call model.train() instead of setting flags
 
     @classmethod
-    def capture(cls, model: nn.Module) -> "ModelState":
-        return cls(
-            training=[(m, m.training) for m in model.modules()],
-            buffers=[(b, b.detach().clone()) for b in model.buffers()],
-            grads=[(p, p.grad) for p in model.parameters()],
+    def build(cls, model: nn.Module, selector: LayerSelector) -> "ModelPlan":
+        named = named_modules_fast(model)
+        layers, skipped = select_layers(model, selector, named)
+        modules = [module for _, module in named]
+        by_name = dict(named)
+        frozen = [(by_name[name], getattr(by_name[name], "weight", None)) for name, why in skipped.items()
+                  if why.startswith("frozen")]
+        checks = [(by_name[layer.name], layer.weight, True) for layer in layers] + \
+                 [(module, weight, False) for module, weight in frozen]
+        params = list({id(p): p for m in modules for p in m._parameters.values() if p is not None}.values())
+        stock = [m for m in modules[1:] if _is_stock_batchnorm(m)]  # a root BN: buffers copied instead
+        flags = [(m, m.__dict__.get("track_running_stats")) for m in stock]
+        batchnorms = [m for m, tracking in flags if tracking is True]
+        skip = {id(b) for m in batchnorms for b in m._buffers.values() if b is not None}
+        buffers = list({id(b): b for m in modules for b in m._buffers.values()
+                        if b is not None and id(b) not in skip}.values())
+        custom_train = any(type(m).train is not nn.Module.train for m in modules)
+        return cls(_generation, selector, layers, skipped, checks, modules[1:], params, batchnorms, flags,
+                   buffers, custom_train)
+
+    def is_current(self, selector: LayerSelector) -> bool:
+        if self.generation != _generation or not (selector is self.selector or selector == self.selector):
+            return False
+        for module, weight, trainable in self.weight_checks:
+            if weight.requires_grad is not trainable or module._parameters.get("weight", weight) is not weight:
+                return False
+        return all(m.__dict__.get("track_running_stats") is tracking for m, tracking in self.batchnorm_flags)
+
+    def capture(self, model: nn.Module) -> "SavedState":
+        return SavedState(
+            in_eval=[m for m in self.submodules if not m.training] + ([] if model.training else [model]),
+            grads=[(p, p.grad) for p in self.params if p.grad is not None],
+            buffers=[b.clone() for b in self.other_buffers],
         )
 
-    def restore(self, model: nn.Module) -> None:
-        for module, training in self.training:
-            module.training = training
-        with torch.no_grad():
-            for buffer, saved in self.buffers:
-                buffer.copy_(saved)
+    def enter_scoring_mode(self, model: nn.Module) -> None:
+        """Train mode, without the BatchNorm running-statistics updates (they do not change a
+        gradient: train-mode BatchNorm normalises with batch statistics). Undo with leave_scoring_mode."""
+        if self.custom_train:
+            model.train()
+        else:  # what Module.train() does per module, without its recursive setattr walk
+            for module in self.submodules:
+                if not module.training:
+                    module.__dict__["training"] = True
+            model.__dict__["training"] = True
+        for bn in self.batchnorms:
+            bn.__dict__["track_running_stats"] = False
+
+    def leave_scoring_mode(self) -> None:
+        for bn in self.batchnorms:  # all True when the plan was built, and is_current checks it
+            bn.__dict__["track_running_stats"] = True
+
+    def clear_grads(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+@dataclass
+class SavedState:
+    """What scoring changes: the modules that were in eval mode, the `.grad`s that were set, and
+    the buffers a forward may write (BN statistics are not among them: see enter_scoring_mode).
+    Parameters are never written, so never copied. Restore after leaving scoring mode: every
+    module is then in train mode and every gradient None, so only the exceptions are written."""
+
+    in_eval: list[nn.Module]
+    grads: list[tuple[nn.Parameter, torch.Tensor]]
+    buffers: list[torch.Tensor]
+
+    def restore(self, model: nn.Module, plan: ModelPlan) -> None:
+        plan.clear_grads()
+        for module in self.in_eval:
+            module.__dict__["training"] = False
         for param, grad in self.grads:
             param.grad = grad
+        if self.buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(plan.other_buffers, self.buffers)
+
+
+def model_plan(model: nn.Module, selector: LayerSelector = None) -> ModelPlan:
+    """The cached plan of `model` for `selector`, rebuilt when the model may have changed."""
+    _install_hooks()
+    plan = _plans.get(model)
+    if plan is None or not plan.is_current(selector):
+        plan = ModelPlan.build(model, selector)
+        if len(_plans) >= _MAX_CACHED:
+            _plans.clear()
+        _plans[model] = plan
+    return plan

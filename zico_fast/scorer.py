@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zico_fast.layers import LayerSelector, select_layers
-from zico_fast.model_state import ModelState
+from zico_fast.batches import checked_batches, logits_of
+from zico_fast.errors import ZiCoUserError
+from zico_fast.layers import LayerSelector, SelectedLayer, select_layers
+from zico_fast.model_state import model_plan
 from zico_fast.nvtx import nvtx_range
 from zico_fast.stats import NO_BAD_BATCH, GradientStatistics
 
@@ -27,40 +31,57 @@ class NonFiniteGradientError(FloatingPointError):
     """A gradient of a scored layer held inf or NaN (pass nonfinite="nan" to get a NaN score instead)."""
 
 
+class ZeroSpreadWarning(UserWarning):
+    """Every scored layer had zero gradient spread over the batches, so the score is 0."""
+
+
 class ZiCo:
     """Accumulates ZiCo statistics from the backward passes the caller runs.
 
     >>> with ZiCo(model) as zico:
     ...     for x, y in batches:
+    ...         optimizer.zero_grad()
     ...         F.cross_entropy(model(x), y).backward()
+    ...         optimizer.step()
     >>> zico.result().score
 
-    Run one backward per batch. Gradients are consumed in post-accumulate-grad hooks; with
-    release_grads=True (default) each scored weight's `.grad` is set to None once consumed, so the
-    next backward starts from zero without a zero_grad() and memory stays at a training step's.
-    With release_grads=False, `.grad` is left in place and the caller must zero it between batches.
+    Each backward is one sample: ZiCo records the gradient that backward adds to each scored
+    weight, whether or not the caller zeroes `.grad` in between.
+
+    release_grads=False (default): training is unchanged, bit for bit. The gradient is read as it
+    arrives, before autograd adds it to `.grad`, which the caller's optimizer uses as usual. Costs
+    one copy of the first batch's gradients (the shift), kept until the ZiCo object is dropped.
+    release_grads=True: for scoring-only loops. Each scored `.grad` is consumed and set to None
+    once written, so no optimizer sees it; the first gradient is kept without a copy and memory
+    stays at a training step's.
     `num_batches=2` lets the last batch use the closed form (no moments stored at all).
     """
 
     def __init__(self, model: nn.Module, layers: LayerSelector = None, *, num_batches: int | None = None,
-                 release_grads: bool = True, nonfinite: str = "raise", bucket_mb: float = 25.0):
+                 release_grads: bool = False, nonfinite: str = "raise", bucket_mb: float = 25.0,
+                 _selected: tuple[list[SelectedLayer], dict[str, str]] | None = None):
         if nonfinite not in ("raise", "nan"):
             raise ValueError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
         if num_batches is not None and num_batches < 2:
             raise ValueError(f"ZiCo needs at least 2 batches (it measures gradient spread), got num_batches={num_batches}")
         self.model = model
-        self.layers, self._skipped = select_layers(model, layers)
+        self.layers, self._skipped = _selected or select_layers(model, layers)
         self.release_grads = release_grads
         self.nonfinite = nonfinite
         self.stats = GradientStatistics(len(self.layers), int(bucket_mb * 2**20), num_batches)
         self._handles: list = []
         self._callback_queued = False
+        self._lock = threading.Lock()  # hooks of a multi-GPU model run on one thread per device
 
     def attach(self) -> "ZiCo":
         if self._handles:
             raise RuntimeError("this ZiCo is already attached")
         for index, layer in enumerate(self.layers):
-            self._handles.append(layer.weight.register_post_accumulate_grad_hook(self._hook(index)))
+            if self.release_grads:
+                handle = layer.weight.register_post_accumulate_grad_hook(self._consume_and_release(index))
+            else:  # sees this backward's gradient before it is added to .grad
+                handle = layer.weight.register_hook(self._record(index))
+            self._handles.append(handle)
         return self
 
     def detach(self) -> None:
@@ -74,17 +95,32 @@ class ZiCo:
     def __exit__(self, *exc) -> None:
         self.detach()
 
-    def _hook(self, index: int) -> Callable[[torch.Tensor], None]:
+    def _queue_end_of_backward(self) -> None:
+        with self._lock:
+            if self._callback_queued:
+                return
+            self._callback_queued = True
+        # Runs once the whole backward is done: consume the last bucket, next batch.
+        torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
+
+    def _record(self, index: int) -> Callable[[torch.Tensor], None]:
+        def record(grad: torch.Tensor) -> None:
+            self._queue_end_of_backward()
+            if self.stats.count[index] == 0:
+                # Kept across batches, and autograd may make this very tensor the .grad that the
+                # caller's next backward or zero_grad() writes in place: keep a copy.
+                grad = grad.clone()
+            # Otherwise consumed before backward() returns. Holding it also makes autograd copy it
+            # into .grad instead of adopting it, so nothing can write our reference.
+            self.stats.add(index, grad)
+
+        return record
+
+    def _consume_and_release(self, index: int) -> Callable[[torch.Tensor], None]:
         def consume(weight: torch.Tensor) -> None:
-            if not self._callback_queued:
-                # Runs once the whole backward is done: consume the last bucket, next batch.
-                torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
-                self._callback_queued = True
+            self._queue_end_of_backward()
             grad = weight.grad
-            if self.release_grads:
-                weight.grad = None  # we hold the only reference now; it dies once consumed
-            elif self.stats.count[index] == 0:
-                grad = grad.clone()  # the caller's zero_grad() would otherwise overwrite our shift
+            weight.grad = None  # we hold the only reference now; it dies once consumed
             self.stats.add(index, grad)
 
         return consume
@@ -96,103 +132,129 @@ class ZiCo:
 
     def result(self) -> ZiCoResult:
         """Finalises on the device and copies the per-layer terms to the host in one sync."""
-        n = self.stats.batch
-        if n < 2:
-            raise ValueError(f"ZiCo needs gradients from at least 2 batches, got {n}; run more batches")
-        skipped = dict(self._skipped)
-        scored = []
-        for index, layer in enumerate(self.layers):
-            count = self.stats.count[index]
-            if count == 0:
-                skipped[layer.name] = "unused: no gradient reached its weight"
-            elif count != n:
-                skipped[layer.name] = f"received a gradient in only {count} of {n} batches"
-            else:
-                scored.append(index)
-        if not scored:
-            raise ValueError("no scored layer received a gradient in every batch: " + "; ".join(
-                f"{k}: {v}" for k, v in skipped.items()))
-        with nvtx_range("zico/finalize"):
-            sums = self.stats.ratio_sums(scored)
-            device = sums[scored[0]].device
-            ratio_sums = torch.stack([sums[i].to(device) for i in scored])
-            terms = torch.where(ratio_sums > 0, ratio_sums.log(), torch.zeros_like(ratio_sums))
-            bad = self.stats.bad_batches(scored, device).to(torch.float64)
-            score = terms.sum().reshape(1)
-            host = torch.cat([score, terms, ratio_sums, bad]).cpu().tolist()  # the one host sync
-        k = len(scored)
-        score, terms_h, sums_h, bad_h = host[0], host[1:k + 1], host[k + 1:2 * k + 1], host[2 * k + 1:]
-        layer_terms: dict[str, float] = {}
-        has_nonfinite = False
-        for index, term, total, bad_batch in zip(scored, terms_h, sums_h, bad_h):
-            name = self.layers[index].name
-            if bad_batch != NO_BAD_BATCH or not math.isfinite(total):
-                if self.nonfinite == "raise":
-                    where = f"batch {int(bad_batch)}" if bad_batch != NO_BAD_BATCH else "its statistics"
-                    raise NonFiniteGradientError(
-                        f"layer {name!r} has a non-finite gradient (inf or NaN) in {where}; check the "
-                        "inputs and loss, or pass nonfinite='nan' to get a NaN score instead")
-                has_nonfinite = True
-            if total > 0:
-                layer_terms[name] = term
-            else:
-                skipped[name] = "every element has zero gradient std (contributes nothing)"
-        return ZiCoResult(math.nan if has_nonfinite else score, layer_terms, skipped, n)
+        return finish(self.stats, self.layers, self._skipped, self.nonfinite)
+
+
+def finish(stats: GradientStatistics, layers: list[SelectedLayer], skipped_layers: dict[str, str],
+           nonfinite: str) -> ZiCoResult:
+    """The ZiCoResult of finished statistics: one device-side finalisation, one host copy."""
+    n = stats.batch
+    if n < 2:
+        raise ValueError(f"ZiCo needs gradients from at least 2 batches, got {n}; run more batches")
+    skipped = dict(skipped_layers)
+    scored = []
+    for index, (layer, count) in enumerate(zip(layers, stats.count)):
+        if count == n:
+            scored.append(index)
+        elif count == 0:
+            skipped[layer.name] = "unused: no gradient reached its weight"
+        else:
+            skipped[layer.name] = f"received a gradient in only {count} of {n} batches"
+    if not scored:
+        raise ValueError("no scored layer received a gradient in every batch: " + "; ".join(
+            f"{k}: {v}" for k, v in skipped.items()))
+    with nvtx_range("zico/finalize"):
+        ratio_sums = stats.ratio_sums(scored)
+        bad = stats.bad_batches(scored, ratio_sums.device).to(torch.float64)
+        host = torch.cat([ratio_sums, bad]).tolist()  # the one host sync; logs are cheaper here
+    k = len(scored)
+    layer_terms: dict[str, float] = {}
+    has_nonfinite = False
+    for index, total, bad_batch in zip(scored, host[:k], host[k:]):
+        name = layers[index].name
+        if bad_batch != NO_BAD_BATCH or not math.isfinite(total):
+            if nonfinite == "raise":
+                where = f"batch {int(bad_batch)}" if bad_batch != NO_BAD_BATCH else "its statistics"
+                raise NonFiniteGradientError(
+                    f"layer {name!r} has a non-finite gradient (inf or NaN) in {where}; check the "
+                    "inputs and loss, or pass nonfinite='nan' to get a NaN score instead")
+            has_nonfinite = True
+        if total > 0:
+            layer_terms[name] = math.log(total)
+        elif total == 0:
+            skipped[name] = "every element has zero gradient std (contributes nothing)"
+        else:
+            skipped[name] = "non-finite gradient statistics (NaN)"
+    score = math.fsum(layer_terms.values())
+    return ZiCoResult(math.nan if has_nonfinite else score, layer_terms, skipped, n)
 
 
 def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_entropy, *,
-               layers: LayerSelector = None, restore: bool = True, release_grads: bool = True,
-               nonfinite: str = "raise", bucket_mb: float = 25.0) -> ZiCoResult:
+               layers: LayerSelector = None, restore: bool = True, nonfinite: str = "raise",
+               bucket_mb: float = 25.0, unpack_batch: Callable[[Any], tuple] | None = None,
+               select_output: Callable[[Any], torch.Tensor] | None = None) -> ZiCoResult:
     """ZiCo score of `model` on `batches` (any iterable of (inputs, targets), e.g. a DataLoader).
 
     The authors' protocol: train mode, and per batch a forward, `loss_fn(logits, targets)` (mean
-    cross-entropy by default) and a backward from zeroed gradients. With restore=True (default)
-    the model is handed back exactly as found: parameters, buffers (BN running statistics), .grad,
-    train/eval mode, no hooks. restore=False skips that bookkeeping for models thrown away after.
+    cross-entropy by default; F.mse_loss for regression) and a backward from zeroed gradients.
+    Inputs are made contiguous first (channels_last inputs reach a torch CPU kernel that crashes).
+
+    unpack_batch(batch) -> (inputs, targets): for loaders whose items are not (inputs, targets),
+    e.g. `lambda b: (b[0], b[1])` for (x, y, index) or `lambda b: (b["image"], b["label"])`.
+    select_output(output) -> logits: for models returning a tuple or dict, e.g. `lambda o: o[0]`.
+
+    With restore=True (default) the model is handed back exactly as found: parameters, buffers,
+    .grad, train/eval mode, no hooks. restore=False (for models thrown away after) leaves it in
+    train mode with its gradients cleared. BatchNorm running statistics are never updated.
+    When every scored layer has zero gradient spread the score is 0 (the authors' answer for a
+    network whose output ignores its input) and a ZeroSpreadWarning says what to check.
     """
-    saved = ModelState.capture(model) if restore else None
+    if nonfinite not in ("raise", "nan"):
+        raise ValueError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
+    plan = model_plan(model, layers)
+    saved = plan.capture(model) if restore else None
+    stats = GradientStatistics(len(plan.layers), int(bucket_mb * 2**20))
+    weights = [layer.weight for layer in plan.layers]
+    # Small models: read every .grad after backward(), one kernel call per batch. Larger ones:
+    # consume gradients in hooks as backward produces them, so they are freed in buckets.
+    in_hooks = sum(w.numel() * w.element_size() for w in weights) > stats.bucket_bytes
+    zico = None
+    if in_hooks:
+        zico = ZiCo(model, nonfinite=nonfinite, release_grads=True, bucket_mb=bucket_mb,
+                    _selected=(plan.layers, plan.skipped))
+        zico.stats = stats  # one statistics object on either path
+    losses = []
     try:
-        model.zero_grad(set_to_none=True)
-        model.train()
-        zico = ZiCo(model, layers, release_grads=release_grads, nonfinite=nonfinite, bucket_mb=bucket_mb)
-        device = zico.layers[0].weight.device
-        with zico:
-            for index, (inputs, targets), is_last in _with_last_flag(batches):
-                _check_batch(index, inputs, targets, device)
-                if is_last and index == 1:
-                    zico.stats.num_batches = 2  # N = 2 known now: the last batch uses the closed form
-                with nvtx_range("zico/forward"):
-                    loss = loss_fn(model(inputs), targets)
-                with nvtx_range("zico/backward"):
-                    loss.backward()
-                model.zero_grad(set_to_none=True)  # the unscored parameters' grads (biases, BN)
-            return zico.result()
+        plan.enter_scoring_mode(model)
+        plan.clear_grads()
+        if zico is not None:
+            zico.attach()
+        for index, inputs, targets, is_last in checked_batches(batches, unpack_batch, weights[0].device):
+            if is_last and index == 1:
+                stats.num_batches = 2  # N = 2 known now: the last batch uses the closed form
+            with nvtx_range("zico/forward"):
+                output = model(inputs)
+                loss = loss_fn(logits_of(output, select_output, loss_fn, index), targets)
+            with nvtx_range("zico/backward"):
+                loss.backward()
+            losses.append(loss.detach())
+            if zico is None:
+                grads = [w.grad for w in weights]
+                plan.clear_grads()
+                with nvtx_range("zico/statistics"):
+                    stats.add_batch(grads)
+            else:
+                plan.clear_grads()  # the unscored parameters' grads (biases, BN)
+        result = finish(stats, plan.layers, plan.skipped, nonfinite)
+        stats.recycle()
     finally:
+        if zico is not None:
+            zico.detach()
+        plan.leave_scoring_mode()
         if saved is not None:
-            saved.restore(model)
+            saved.restore(model, plan)
+    if not result.layer_terms and result.score == 0:
+        warnings.warn(ZeroSpreadWarning(_zero_spread_message(result, losses)), stacklevel=2)
+    return result
 
 
-def _with_last_flag(batches: Iterable):
-    """Yields (index, batch, is_last), looking one batch ahead."""
-    iterator = iter(batches)
-    try:
-        current = next(iterator)
-    except StopIteration:
-        raise ValueError("batches is empty; ZiCo needs at least 2 batches of (inputs, targets)") from None
-    index = 0
-    for upcoming in iterator:
-        yield index, current, False
-        current, index = upcoming, index + 1
-    yield index, current, True
+def _zero_spread_message(result: ZiCoResult, losses: list[torch.Tensor]) -> str:
+    same_loss = len({float(loss) for loss in losses}) == 1
+    return (f"ZiCo score is 0: all {result.num_batches} batches gave identical gradients in every scored "
+            "layer (zero spread). " + ("Every batch gave the same loss: are the batches identical? " if same_loss
+                                       else "") +
+            "Check that the batches differ, that loss_fn uses the model's output (a regression model "
+            "needs loss_fn=F.mse_loss, not cross-entropy), and that the output depends on the input.")
 
 
-def _check_batch(index: int, inputs, targets, device: torch.device) -> None:
-    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-        raise TypeError(f"batch {index}: expected a pair of tensors (inputs, targets), got "
-                        f"({type(inputs).__name__}, {type(targets).__name__})")
-    if inputs.shape[0] == 0:
-        raise ValueError(f"batch {index} is empty; every batch needs at least one sample")
-    for what, tensor in (("inputs", inputs), ("targets", targets)):
-        if tensor.device != device:
-            raise ValueError(f"batch {index}: {what} are on {tensor.device} but the model is on {device}; "
-                             f"move the batches with .to({str(device)!r})")
+__all__ = ["ZiCo", "ZiCoResult", "NonFiniteGradientError", "ZeroSpreadWarning", "ZiCoUserError", "zico_score"]

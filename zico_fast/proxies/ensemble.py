@@ -1,0 +1,101 @@
+"""Rank ensembles: AZ-NAS's aggregation of several proxies over a population of networks.
+
+    ensemble(i) = sum over member proxies k of log(rank_k(i) / m)
+
+rank_k(i) is network i's rank (1 = lowest value, ties share their average rank, as
+scipy.stats.rankdata) among the m networks of the population, NaN counting as the lowest value.
+0 is the best possible value (first on every member); it is a population statistic, so a network's
+ensemble value depends on which other networks were scored.
+
+In a search the population is the log: `PopulationRanks` holds the values of every candidate logged
+so far, and a candidate's fitness is its aggregate against that frozen set. Because the log is kept
+in candidate-index order, every fitness the search reads is a pure function of the log prefix: the
+same after a resume, and independent of the order in which workers finish.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+#: The default members. Chosen on the FIT half of the 725 NB201 dev rows only (validation/README.md,
+#: "Proxies"): AZ-NAS's four (expressivity, progressivity, trainability, complexity = FLOPs) plus ZiCo.
+ENSEMBLE_MEMBERS = ("zico", "expressivity", "progressivity", "trainability", "flops")
+
+
+def _key(value: float) -> float:
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+def rank_aggregate(columns: Mapping[str, Sequence[float]], members: Sequence[str] = ENSEMBLE_MEMBERS) -> np.ndarray:
+    """The ensemble value of each network, from one column of values per member proxy."""
+    missing = [m for m in members if m not in columns]
+    if missing:
+        raise ValueError(f"the ensemble needs proxies {missing}; compute them too (or choose other members)")
+    total = None
+    for name in members:
+        values = np.array([_key(v) for v in columns[name]], dtype=np.float64)
+        part = np.log(rankdata(values) / len(values))
+        total = part if total is None else total + part
+    return total
+
+
+class PopulationRanks:
+    """Sorted values of each member proxy over the candidates logged so far (a search's population)."""
+
+    def __init__(self, members: Sequence[str] = ENSEMBLE_MEMBERS):
+        self.members = tuple(members)
+        self._sorted: dict[str, list[float]] = {m: [] for m in self.members}
+        self.size = 0
+
+    def add(self, values: Mapping[str, float]) -> None:
+        """Logs one candidate (call in log order)."""
+        for m in self.members:
+            bisect.insort(self._sorted[m], _key(values[m]))
+        self.size += 1
+
+    def fitness(self, values: Mapping[str, float]) -> float:
+        """The aggregate of a logged candidate against the current population (rankdata's average
+        rank for ties); for a candidate not yet logged, add() it first."""
+        if self.size == 0:
+            raise ValueError("the population is empty; add() candidates before asking for a fitness")
+        total = 0.0
+        for m in self.members:
+            column, v = self._sorted[m], _key(values[m])
+            below, upto = bisect.bisect_left(column, v), bisect.bisect_right(column, v)
+            if upto == below:
+                raise ValueError(f"value {v!r} of {m!r} is not in the population; add() the candidate first")
+            rank = below + (upto - below + 1) / 2
+            total += math.log(rank / self.size)
+        return total
+
+
+def greedy_members(columns: Mapping[str, Sequence[float]], truth: Sequence[float],
+                   candidates: Sequence[str], min_gain: float = 0.005) -> list[tuple[tuple[str, ...], float]]:
+    """Forward selection of ensemble members by Kendall tau against `truth` (use FIT rows only).
+
+    Starts from the best single proxy and adds, one at a time, the candidate that raises tau most;
+    stops when no addition gains `min_gain`. Returns the path [(members, tau), ...]; the last entry
+    is the choice. Deterministic: ties go to the earlier candidate.
+    """
+    from scipy.stats import kendalltau
+
+    def tau(members) -> float:
+        return float(kendalltau(rank_aggregate(columns, members), truth).statistic)
+
+    chosen: tuple[str, ...] = ()
+    path: list[tuple[tuple[str, ...], float]] = []
+    best = -math.inf
+    while True:
+        trials = [(tau(chosen + (c,)), i, c) for i, c in enumerate(candidates) if c not in chosen]
+        if not trials:
+            break
+        score, _, pick = max(trials, key=lambda t: (t[0], -t[1]))
+        if chosen and score < best + min_gain:
+            break
+        chosen, best = chosen + (pick,), score
+        path.append((chosen, score))
+    return path
