@@ -17,8 +17,8 @@ from zico_fast.stats import NO_BAD_BATCH, GradientStatistics
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and zico_fast.has_cuda_kernels()),
                                 reason="needs a GPU and a CUDA build of zico_fast")
 
-# 8191 / 8193 straddle the CUDA chunk size, 3 is below one vector, 0 is empty.
-SHAPES = [(3,), (8191,), (8193,), (0,), (33, 7), (64, 3, 3, 3)]
+# 4095 / 4097 straddle the CUDA chunk size (4,096), 8193 spans three chunks, 3 is below one vector, 0 is empty.
+SHAPES = [(3,), (4095,), (4097,), (8193,), (0,), (33, 7), (64, 3, 3, 3)]
 
 
 def flags_for(grads):
