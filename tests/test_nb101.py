@@ -41,6 +41,7 @@ def test_every_spelling_of_a_row_gives_the_same_canonical_string():
         matrix, ops = json.loads(row["matrix"]), json.loads(row["ops"])
         canonical = row["arch_string"]
         spellings = [row["arch_tuple"], tuple(json.loads(row["arch_tuple"].replace("(", "[").replace(")", "]"))),
+                     np.array(json.loads(row["arch_tuple"].replace("(", "[").replace(")", "]"))),
                      (matrix, ops), (np.array(matrix), ops), json.dumps({"matrix": matrix, "ops": ops}), canonical]
         assert {SPACE.canonical(s) for s in spellings} == {canonical}
 

@@ -13,8 +13,9 @@ except ImportError as error:  # pragma: no cover - only without a build
 from zico_fast import _ops as _ops  # noqa: E402  (fake kernels for torch.compile / opcheck)
 from zico_fast._ops import has_cuda_kernels  # noqa: E402
 from zico_fast.layers import DEFAULT_LAYER_TYPES, select_layers  # noqa: E402
-from zico_fast.scorer import NonFiniteGradientError, ZiCo, ZiCoResult, zico_score  # noqa: E402
+from zico_fast.errors import DataError, ZiCoUserError  # noqa: E402
+from zico_fast.scorer import NonFiniteGradientError, ZeroSpreadWarning, ZiCo, ZiCoResult, zico_score  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["zico_score", "ZiCo", "ZiCoResult", "NonFiniteGradientError", "select_layers",
-           "DEFAULT_LAYER_TYPES", "has_cuda_kernels"]
+__all__ = ["zico_score", "ZiCo", "ZiCoResult", "NonFiniteGradientError", "ZeroSpreadWarning", "ZiCoUserError",
+           "DataError", "select_layers", "DEFAULT_LAYER_TYPES", "has_cuda_kernels"]

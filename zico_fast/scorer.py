@@ -136,8 +136,9 @@ class ZiCo:
 
 
 def finish(stats: GradientStatistics, layers: list[SelectedLayer], skipped_layers: dict[str, str],
-           nonfinite: str) -> ZiCoResult:
-    """The ZiCoResult of finished statistics: one device-side finalisation, one host copy."""
+           nonfinite: str, losses: list[torch.Tensor] | None = None) -> ZiCoResult:
+    """The ZiCoResult of finished statistics: one device-side finalisation, one host copy.
+    Warns (ZeroSpreadWarning) when every scored layer had zero spread, saying what to check."""
     n = stats.batch
     if n < 2:
         raise ValueError(f"ZiCo needs gradients from at least 2 batches, got {n}; run more batches")
@@ -176,6 +177,8 @@ def finish(stats: GradientStatistics, layers: list[SelectedLayer], skipped_layer
         else:
             skipped[name] = "non-finite gradient statistics (NaN)"
     score = math.fsum(layer_terms.values())
+    if not layer_terms and not has_nonfinite:
+        warnings.warn(ZeroSpreadWarning(_zero_spread_message(n, losses)), stacklevel=3)
     return ZiCoResult(math.nan if has_nonfinite else score, layer_terms, skipped, n)
 
 
@@ -235,7 +238,7 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
                     stats.add_batch(grads)
             else:
                 plan.clear_grads()  # the unscored parameters' grads (biases, BN)
-        result = finish(stats, plan.layers, plan.skipped, nonfinite)
+        result = finish(stats, plan.layers, plan.skipped, nonfinite, losses)
         stats.recycle()
     finally:
         if zico is not None:
@@ -243,14 +246,12 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
         plan.leave_scoring_mode()
         if saved is not None:
             saved.restore(model, plan)
-    if not result.layer_terms and result.score == 0:
-        warnings.warn(ZeroSpreadWarning(_zero_spread_message(result, losses)), stacklevel=2)
     return result
 
 
-def _zero_spread_message(result: ZiCoResult, losses: list[torch.Tensor]) -> str:
-    same_loss = len({float(loss) for loss in losses}) == 1
-    return (f"ZiCo score is 0: all {result.num_batches} batches gave identical gradients in every scored "
+def _zero_spread_message(num_batches: int, losses: list[torch.Tensor] | None) -> str:
+    same_loss = bool(losses) and len({float(loss) for loss in losses}) == 1
+    return (f"ZiCo score is 0: all {num_batches} batches gave identical gradients in every scored "
             "layer (zero spread). " + ("Every batch gave the same loss: are the batches identical? " if same_loss
                                        else "") +
             "Check that the batches differ, that loss_fn uses the model's output (a regression model "

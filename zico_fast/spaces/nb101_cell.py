@@ -9,13 +9,14 @@ Spellings accepted by `parse`:
   (vertex 1 is a 3x3 conv of the input, vertex 2 a max-pool of the sum of vertices 0 and 1, the
   output concatenates vertices 1 and 2);
 - NASLib's tuple: the n x n matrix flattened row by row, then the n ops as indices into
-  NASLIB_OPS (n = 7 gives NASLib's 56 numbers), as a tuple/list or as text '(0, 1, ...)';
+  NASLIB_OPS (n = 7 gives NASLib's 56 numbers), as a tuple, list, 1-D array or text '(0, 1, ...)';
 - the (matrix, ops) pair of NAS-Bench-101's ModelSpec, as a Python pair or as JSON text
   '{"matrix": [[...]], "ops": [...]}'.
 """
 from __future__ import annotations
 
 import hashlib
+import numbers
 import json
 import re
 from dataclasses import dataclass
@@ -86,16 +87,18 @@ def _matrix_and_ops(arch) -> tuple[list[list[int]], list[str]]:
         if text.startswith("{"):
             return _from_json(text)
         if text[:1] in "([" or text[:1].isdigit():
-            numbers = [t.strip() for t in text.strip("()[] ").split(",")]
-            if not all(t.isdigit() for t in numbers):
+            fields = [f.strip() for f in text.strip("()[] ").split(",")]
+            if not all(f.isdigit() for f in fields):
                 raise ZiCoUserError(f"NASLib tuple {arch!r} must hold only 0/1 entries and op indices; {FORMAT}")
-            return _from_tuple([int(t) for t in numbers])
+            return _from_tuple([int(f) for f in fields])
         return _from_string(text)
     if isinstance(arch, (tuple, list)) and len(arch) == 2 and isinstance(arch[1], (tuple, list)) \
             and all(isinstance(o, str) for o in arch[1]):
         return _rows(arch[0]), list(arch[1])
-    if isinstance(arch, (tuple, list)) and all(isinstance(v, int) for v in arch):
-        return _from_tuple(list(arch))
+    if getattr(arch, "ndim", None) == 1:
+        arch = arch.tolist()  # a numpy / torch vector of NASLib's numbers
+    if isinstance(arch, (tuple, list)) and all(isinstance(v, numbers.Integral) for v in arch):
+        return _from_tuple([int(v) for v in arch])
     raise ZiCoUserError(f"cannot read a NAS-Bench-101 cell from a {type(arch).__name__}; {FORMAT}")
 
 

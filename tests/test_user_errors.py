@@ -1,0 +1,109 @@
+"""Mistakes a user can make with zico_score: each gives one clear message naming the way out,
+never a silent wrong score."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import zico_fast
+from test_scorer import Net, make_batches, oracle_score
+from zico_fast.errors import ZiCoUserError
+
+
+def regression_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+def regression_batches(n=3):
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(6, 5, generator=gen), torch.randn(6, 1, generator=gen)) for _ in range(n)]
+
+
+def test_regression_with_cross_entropy_is_an_error_naming_mse():
+    with pytest.raises(ZiCoUserError, match=r"one output per sample.*loss_fn=F\.mse_loss"):
+        zico_fast.zico_score(regression_model(), regression_batches())
+    model, batches = regression_model(), regression_batches()
+    result = zico_fast.zico_score(model, batches, loss_fn=F.mse_loss)
+    assert result.score == pytest.approx(oracle_score_mse(model, batches), rel=1e-5) and result.score != 0
+
+
+def oracle_score_mse(model, batches):
+    from zico_fast.reference import gradient_stacks, zico_oracle
+    return zico_oracle(gradient_stacks(model, batches, loss_fn=F.mse_loss))[0]
+
+
+def test_same_batch_twice_is_an_error():
+    batch = make_batches(1)[0]
+    with pytest.raises(ZiCoUserError, match="batch 1 is the same inputs tensor as batch 0"):
+        zico_fast.zico_score(Net(), [batch, batch])
+
+
+def test_all_zero_spread_warns_with_what_to_check():
+    x, y = make_batches(1)[0]
+    with pytest.warns(zico_fast.ZeroSpreadWarning, match=r"score is 0: all 2 batches.*same loss: are the batches identical"):
+        result = zico_fast.zico_score(Net(), [(x, y), (x.clone(), y.clone())])
+    assert result.score == 0 and not result.layer_terms
+    assert all("zero gradient std" in why for name, why in result.skipped.items() if name not in ("unused", "hidden_again"))
+
+
+def test_loss_that_ignores_the_output_warns():
+    with pytest.warns(zico_fast.ZeroSpreadWarning, match="loss_fn uses the model's output"):
+        zico_fast.zico_score(Net(), make_batches(2), loss_fn=lambda logits, y: (logits * 0).sum())
+
+
+def test_no_warning_for_an_ordinary_score():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zico_fast.zico_score(Net(), make_batches(2))
+
+
+def test_batches_of_three_items_and_dicts_name_unpack_batch():
+    model = Net()
+    triples = [(x, y, torch.arange(len(y))) for x, y in make_batches(2)]
+    with pytest.raises(ZiCoUserError, match=r"tuple of 3 items.*unpack_batch=lambda b: \(b\[0\], b\[1\]\)"):
+        zico_fast.zico_score(model, triples)
+    dicts = [{"image": x, "label": y} for x, y in make_batches(2)]
+    with pytest.raises(ZiCoUserError, match=r"dict with keys \['image', 'label'\].*unpack_batch"):
+        zico_fast.zico_score(model, dicts)
+    want = zico_fast.zico_score(model, make_batches(2)).score
+    assert zico_fast.zico_score(model, triples, unpack_batch=lambda b: (b[0], b[1])).score == want
+    assert zico_fast.zico_score(model, dicts, unpack_batch=lambda b: (b["image"], b["label"])).score == want
+    with pytest.raises(ZiCoUserError, match="must return"):
+        zico_fast.zico_score(model, dicts, unpack_batch=lambda b: b["image"])
+
+
+class TupleOutput(nn.Module):
+    def __init__(self, as_dict=False):
+        super().__init__()
+        self.net, self.as_dict = Net(), as_dict
+
+    def forward(self, x):
+        logits = self.net(x)
+        return {"logits": logits, "aux": logits.mean()} if self.as_dict else (logits, logits.mean())
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_tuple_or_dict_output_names_select_output(as_dict):
+    model = TupleOutput(as_dict)
+    batches = make_batches(3)
+    with pytest.raises(ZiCoUserError, match="select_output=lambda out: out" + (r"\['logits'\]" if as_dict else r"\[0\]")):
+        zico_fast.zico_score(model, batches)
+    pick = (lambda out: out["logits"]) if as_dict else (lambda out: out[0])
+    result = zico_fast.zico_score(model, batches, select_output=pick)
+    assert result.score == pytest.approx(oracle_score(model.net, batches)[0], rel=1e-5)
+
+
+def test_not_a_batch_at_all():
+    with pytest.raises(ZiCoUserError, match="not a pair"):
+        zico_fast.zico_score(Net(), [torch.zeros(2, 3, 9, 7)] * 2)
+
+
+def test_channels_last_inputs_are_scored_as_contiguous():
+    model = Net()
+    batches = make_batches(3)
+    channels_last = [(x.to(memory_format=torch.channels_last), y) for x, y in batches]
+    assert not channels_last[0][0].is_contiguous()
+    assert zico_fast.zico_score(model, channels_last).score == zico_fast.zico_score(model, batches).score
