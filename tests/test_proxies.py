@@ -206,3 +206,15 @@ def test_split_is_fixed_and_about_half():
     assert [split_of(i) for i in (0, 1, 2, 3)] == [split_of(i) for i in (0, 1, 2, 3)]
     halves = [split_of(i) for i in range(2000)]
     assert 900 < halves.count("fit") < 1100
+
+
+def test_engine_names():
+    from zico_fast.proxies import ENSEMBLE_MEMBERS, engine_names
+
+    assert engine_names("zico") == (("zico",), False)
+    assert engine_names("naswot") == (("zico", "naswot"), False)
+    names, ensemble = engine_names("zico,ensemble")
+    assert ensemble and names[0] == "zico" and set(ENSEMBLE_MEMBERS) <= set(names)
+    assert engine_names("all") == (ALL, True)
+    with pytest.raises(ZiCoUserError, match="unknown proxy"):
+        engine_names("zico,zen")

@@ -7,7 +7,7 @@ See zico_fast/proxies/README.md for each proxy's definition, reference, passes a
 """
 from zico_fast.proxies.compute import compute
 from zico_fast.proxies.ensemble import ENSEMBLE_MEMBERS, PopulationRanks, rank_aggregate
-from zico_fast.proxies.registry import ALL, PROXIES, resolve_names
+from zico_fast.proxies.registry import ALL, PROXIES, engine_names, resolve_names
 
-__all__ = ["compute", "ALL", "PROXIES", "resolve_names", "rank_aggregate", "PopulationRanks",
+__all__ = ["compute", "ALL", "PROXIES", "resolve_names", "engine_names", "rank_aggregate", "PopulationRanks",
            "ENSEMBLE_MEMBERS"]

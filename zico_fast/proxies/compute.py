@@ -28,13 +28,13 @@ TRAINABILITY_SEED = 0
 
 def compute(model: nn.Module, batches: Iterable, names=("zico",), *, cost: Cost | None = None,
             loss_fn: Callable = F.cross_entropy, layers: LayerSelector = None, blocks: BlockSelector = None,
-            restore: bool = True, nonfinite: str = "raise") -> dict[str, float]:
+            restore: bool = True, nonfinite: str = "raise", select_output: Callable | None = None) -> dict[str, float]:
     """{proxy name: value} for `names` (a tuple, "zico,params,..." or "all"); higher = better.
 
     `cost` (e.g. `space.cost(arch)`) feeds params/flops; `layers` picks the ZiCo-scored weights (and
     so the weights grad_norm/snip/gsnr/zico_bc read); `blocks` the modules whose outputs AZ-NAS's
     proxies measure (default: the elements of the model's longest Sequential/ModuleList).
-    `loss_fn`, `restore` and `nonfinite` are zico_score's. A proxy that is undefined for a network
+    `loss_fn`, `restore`, `nonfinite` and `select_output` are zico_score's. A proxy that is undefined for a network
     (e.g. NASWOT's kernel is singular) comes out -inf or NaN, never an exception.
     """
     names = resolve_names(names)
@@ -48,7 +48,8 @@ def compute(model: nn.Module, batches: Iterable, names=("zico",), *, cost: Cost 
         return {n: out[n] for n in names}
     taps = _Taps(model, names, layers, blocks)
     try:
-        result = zico_score(model, batches, loss_fn, layers=layers, restore=restore, nonfinite=nonfinite)
+        result = zico_score(model, batches, loss_fn, layers=layers, restore=restore, nonfinite=nonfinite,
+                            select_output=select_output)
     finally:
         taps.detach()
     out["zico"] = result.score

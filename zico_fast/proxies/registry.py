@@ -75,3 +75,17 @@ def resolve_names(names) -> tuple[str, ...]:
     if not names:
         raise ZiCoUserError(f"no proxy chosen; choose from {', '.join(ALL)} or 'all'")
     return tuple(dict.fromkeys(names))  # drop repeats, keep order
+
+
+def engine_names(text: str) -> tuple[tuple[str, ...], bool]:
+    """(proxies to compute, ensemble wanted) for a command's --proxies value ("zico,naswot",
+    "all", "zico,ensemble", ...): ZiCo is always computed and first (the engine's score is ZiCo);
+    asking for the ensemble adds its members; "all" means every proxy and the ensemble."""
+    from zico_fast.proxies.ensemble import ENSEMBLE_MEMBERS
+
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    wants_ensemble = "ensemble" in parts or "all" in parts
+    names = resolve_names([p for p in parts if p != "ensemble"] or ["zico"])
+    if wants_ensemble:
+        names = tuple(dict.fromkeys((*names, *ENSEMBLE_MEMBERS)))
+    return tuple(dict.fromkeys(("zico", *names))), wants_ensemble

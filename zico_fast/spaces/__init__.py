@@ -1,24 +1,24 @@
 """Search spaces by name; a user's own space is any `SearchSpace` subclass (no registration needed)."""
+import importlib
+
+from zico_fast.errors import ZiCoUserError
 from zico_fast.spaces.base import Cost, SearchSpace
+
+#: name -> "module:class"; the CLI offers exactly these names.
+SPACES = {
+    "nb201": "zico_fast.spaces.nb201:NB201Space",  # NAS-Bench-201 / NATS-Bench topology, CIFAR
+    "nb101": "zico_fast.spaces.nb101:NB101Space",  # NAS-Bench-101, CIFAR
+    "mobilenet": "zico_fast.spaces.mobilenet:MobileNetSpace",  # the paper's ImageNet space
+}
 
 
 def get_space(name: str, **options) -> SearchSpace:
-    """`nb201` (NAS-Bench-201 / NATS-Bench topology, CIFAR), `nb101` (NAS-Bench-101, CIFAR) or `mobilenet`
-    (the paper's ImageNet space)."""
-    if name == "nb201":
-        from zico_fast.spaces.nb201 import NB201Space
-
-        return NB201Space(**options)
-    if name == "nb101":
-        from zico_fast.spaces.nb101 import NB101Space
-
-        return NB101Space(**options)
-    if name == "mobilenet":
-        from zico_fast.spaces.mobilenet import MobileNetSpace
-
-        return MobileNetSpace(**options)
-    raise ValueError(f"unknown search space {name!r}; choose 'nb201', 'nb101' or 'mobilenet', "
-                     "or pass a SearchSpace object")
+    """The space registered as `name` (see SPACES), built with `options`."""
+    if name not in SPACES:
+        raise ZiCoUserError(f"unknown search space {name!r}; choose one of {', '.join(SPACES)}, "
+                            "or pass a SearchSpace object")
+    module, cls = SPACES[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**options)
 
 
-__all__ = ["Cost", "SearchSpace", "get_space"]
+__all__ = ["Cost", "SearchSpace", "SPACES", "get_space"]

@@ -20,8 +20,8 @@ class Cost:
 class SearchSpace(abc.ABC):
     """A family of architectures named by strings.
 
-    Users plug in their own space by subclassing this (or passing any object with these
-    methods) to `zico_fast.search`; nothing in the package needs to change.
+    Users plug in their own space by subclassing this and passing an instance to
+    `zico_fast.search.search` or `zico_fast.correlate.correlate`; nothing in the package needs to change.
     """
 
     name: str = "custom"
@@ -49,3 +49,32 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def cost(self, arch: str) -> Cost:
         """Analytic params / FLOPs / depth of `arch`."""
+
+    # What every space supports, with defaults a space overrides where it knows better.
+    has_index: bool = False  # True when the space numbers its architectures (index_of / arch_from_index)
+
+    def key(self, arch: str) -> str:
+        """The canonical key of `arch`: the seed rule initialises a network from (seed, key), so two
+        spellings of one architecture get the same weights."""
+        return self.canonical(arch)
+
+    def within_budget(self, arch: str, max_flops: float | None = None, max_params: float | None = None,
+                      max_depth: int | None = None) -> bool:
+        """Whether `arch` fits the budget (None: unbounded); by default its analytic `cost`."""
+        cost = self.cost(arch)
+        return ((max_flops is None or cost.flops <= max_flops) and (max_params is None or cost.params <= max_params)
+                and (max_depth is None or cost.depth <= max_depth))
+
+    def index_of(self, arch: str) -> int:
+        """The benchmark's index of `arch` (spaces with `has_index`)."""
+        raise NotImplementedError(f"the {self.name} space does not number its architectures")
+
+    def arch_from_index(self, index: int) -> str:
+        """The architecture with benchmark index `index` (spaces with `has_index`)."""
+        raise NotImplementedError(f"the {self.name} space does not number its architectures")
+
+    def settings(self) -> dict:
+        """What identifies this space's networks in a run log: its class and public scalar options."""
+        options = {k: v for k, v in sorted(vars(self).items())
+                   if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
+        return {"name": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}", "options": options}

@@ -157,6 +157,7 @@ class NB201Space(SearchSpace):
     """The 15,625 cells of NAS-Bench-201 on CIFAR (C=16, N=5 by default), named by their arch strings."""
 
     name = "nb201"
+    has_index = True  # NAS-Bench-201 / NATS-Bench-TSS numbering
 
     def __init__(self, num_classes: int = 10, C: int = 16, N: int = 5, resolution: int = 32):
         if resolution % 4:  # two stride-2 stages: conv and avg-pool shortcut disagree on odd sizes

@@ -1,0 +1,50 @@
+"""The proxies inside the run engine: an ensemble-fitness search is deterministic and resumes to
+exactly the records and result of an uninterrupted run; the engine's evaluation gives the ZiCo value
+of the plain path bit for bit when more proxies are computed beside it."""
+import pytest
+import torch
+
+from zico_fast.engine import InProcessBackend, evaluate, read_run_log
+from zico_fast.engine.seeding import build_seeded
+from zico_fast.proxies import ENSEMBLE_MEMBERS
+from zico_fast.search import search
+from zico_fast.spaces.nb201 import NB201Space
+
+SPACE = NB201Space(C=4, N=1, resolution=16)
+
+
+@pytest.fixture(scope="module")
+def batches():
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randn(16, 3, 16, 16, generator=gen), torch.randint(0, 10, (16,), generator=gen)) for _ in range(2)]
+
+
+def run(batches, log, iterations):
+    return search(SPACE, batches, iterations=iterations, log_path=log, population=4, generation=3, seed=5,
+                  threads=1, backend=InProcessBackend(), fitness="ensemble")
+
+
+def stripped(log):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_run_log(log)[1]]
+
+
+@pytest.mark.slow
+def test_ensemble_search_resumes_to_the_uninterrupted_run(batches, tmp_path):
+    full = run(batches, tmp_path / "full.jsonl", 9)
+    run(batches, tmp_path / "part.jsonl", 3)  # stops after one generation ...
+    resumed = run(batches, tmp_path / "part.jsonl", 9)  # ... and goes on from the log
+    assert stripped(tmp_path / "part.jsonl") == stripped(tmp_path / "full.jsonl")
+    assert (resumed.best_arch, resumed.best_score, resumed.population) == (full.best_arch, full.best_score, full.population)
+    header = read_run_log(tmp_path / "full.jsonl")[0]
+    assert header["settings"]["fitness"] == {"kind": "ensemble", "members": list(ENSEMBLE_MEMBERS)}
+    first = stripped(tmp_path / "full.jsonl")[0]
+    assert set(ENSEMBLE_MEMBERS) <= set(first["values"])
+    assert full.best_score <= 0.0  # sum of log(rank/m): 0 only for a network first on every member
+
+
+def test_engine_zico_value_unchanged_by_other_proxies(batches):
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    plain = evaluate(build_seeded(SPACE, arch, 0), batches)
+    every = evaluate(build_seeded(SPACE, arch, 0), batches, ("all",), cost=SPACE.cost(arch))
+    assert every["zico"] == plain["zico"]
+    assert set(every) > {"zico", "naswot", "trainability"}

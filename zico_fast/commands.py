@@ -1,0 +1,220 @@
+"""The three subcommands: from parsed options to library calls, the output folder and the terminal.
+The library returns results; zico_fast.reporting writes the files."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from zico_fast.engine import build_seeded, check_device, evaluate, init_seed, record as repro_record, torch_settings
+from zico_fast.errors import ZiCoUserError
+
+SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
+
+
+def _check_common(args) -> torch.device:
+    if args.synthetic and args.data is not None:
+        raise ZiCoUserError("--synthetic and --data exclude each other: synthetic images replace the data")
+    return check_device(args.device)
+
+
+def _space(args, name: str):
+    from zico_fast.spaces import get_space
+
+    options = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    if name == "mobilenet":
+        options.update(resolution=args.resolution or 224, no_reslink=args.no_reslink, bn_eps=args.bn_eps)
+    elif args.resolution is not None:
+        options["resolution"] = args.resolution
+    try:
+        return get_space(name, **options)
+    except ValueError as error:  # the space's own check of --resolution / --num-classes
+        raise ZiCoUserError(f"{name} space: {error}") from None
+
+
+def _canonical(space, text: str) -> str:
+    try:
+        return space.canonical(text)
+    except ValueError as error:
+        raise ZiCoUserError(str(error)) from None
+
+
+def _batches(args, num_classes, resolution, data_seed=None):
+    from zico_fast.data import make_batches
+
+    try:
+        batches = make_batches(args.data, args.batch_size, args.batches, args.data_seed if data_seed is None else data_seed,
+                               "cpu", synthetic=args.synthetic, num_classes=num_classes or 10, resolution=resolution)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as error:
+        raise ZiCoUserError(str(error)) from None
+    top = max(int(y.max()) for _, y in batches)
+    if num_classes is not None and top >= num_classes:
+        raise ZiCoUserError(f"the data has labels up to {top} but the classifier has {num_classes} outputs; "
+                            f"pass --num-classes {top + 1} or more")
+    return batches
+
+
+def data_info(args, resolution) -> dict:
+    source = "synthetic" if args.synthetic else str(args.data or "bundled")
+    return {"source": source, "batch_size": args.batch_size, "batches": args.batches, "data_seed": args.data_seed,
+            "resolution": resolution}
+
+
+def load_factory(spec: str):
+    """The zero-argument callable named by 'module:factory' or 'path/to/file.py:factory'."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise ZiCoUserError(f"--model {spec!r}: expected 'module:factory' or 'file.py:factory'")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ZiCoUserError(f"--model {spec!r}: no file {path}")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            if str(Path.cwd()) not in sys.path:  # as `python -m` does, so a module beside the user imports
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(target)
+    except ModuleNotFoundError as error:
+        raise ZiCoUserError(f"--model {spec!r}: cannot import {target!r} ({error})") from None
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise ZiCoUserError(f"--model {spec!r}: {target} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ZiCoUserError(f"--model {spec!r}: {attr} is a {type(factory).__name__}, not a callable")
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        raise ZiCoUserError(f"--model {spec!r}: {attr}{inspect.signature(factory)} needs arguments; give a "
+                            "factory that builds the model with no arguments (wrap it in a small function)") from None
+    except ValueError:  # builtins without a signature: call it and see
+        pass
+    return factory
+
+
+def _select_output(args):
+    if args.output_index is not None:
+        return lambda out: out[args.output_index]
+    if args.output_key is not None:
+        return lambda out: out[args.output_key]
+    return None
+
+
+def score(args) -> int:
+    device = _check_common(args)
+    out = None if args.out in (None, "-") else Path(args.out)
+    if out is not None:  # fail (or make the folder) before the work, not after
+        if out.is_dir():
+            raise ZiCoUserError(f"--out {out} is a folder; give a file name such as {out / 'score.json'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+    cost = None
+    if args.model:
+        factory, network = load_factory(args.model), args.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed(args.seed, f"model:{args.model}"))
+            model = factory()
+        if not isinstance(model, torch.nn.Module):
+            raise ZiCoUserError(f"--model {args.model!r} returned a {type(model).__name__}, not an nn.Module")
+        resolution, num_classes, seed_key = args.resolution, args.num_classes, f"model:{args.model}"
+    else:
+        space = _space(args, args.space or ("mobilenet" if args.structure else "nb201"))
+        if args.index is not None:
+            if not space.has_index:
+                raise ZiCoUserError(f"the {space.name} space has no index; give --arch")
+            try:
+                network = space.arch_from_index(args.index)
+            except ValueError as error:
+                raise ZiCoUserError(str(error)) from None
+        else:
+            network = _canonical(space, args.structure or args.arch)
+        cost, resolution, num_classes = space.cost(network), space.resolution, space.num_classes
+        model, seed_key = build_seeded(space, network, args.seed), space.key(network)
+    batches = _batches(args, num_classes, resolution)
+    details = {}
+    with torch_settings(args.threads):
+        start = time.perf_counter()
+        values = evaluate(model.to(device), [(x.to(device), y.to(device)) for x, y in batches],
+                          select_output=_select_output(args), details=details)
+        seconds = time.perf_counter() - start
+    report = {"network": network, "score": values["zico"], **details,
+              "params": sum(p.numel() for p in model.parameters()), "flops": cost.flops if cost else None,
+              "seconds": seconds, "seed": args.seed, "init_seed": init_seed(args.seed, seed_key),
+              "data": data_info(args, resolution), "repro": repro_record(device, args.threads, batches)}
+    human = sys.stderr if args.out == "-" else sys.stdout
+    print(f"{network}\nZiCo score {values['zico']:.4f}  ({len(details['layer_terms'])} layers scored, "
+          f"{len(details['skipped'])} skipped, {report['params']:,} params, {seconds:.2f} s on {device})", file=human)
+    text = json.dumps(report, indent=2)
+    if args.out == "-":
+        print(text)
+    elif out is not None:
+        out.write_text(text + "\n")
+    return 0
+
+
+def search(args) -> int:
+    from zico_fast.reporting import write_search_outputs
+    from zico_fast.search import search as run_search
+
+    device = _check_common(args)
+    space = _space(args, args.space)
+    batches = _batches(args, space.num_classes, space.resolution)
+    out = Path(args.out)
+    log = out / SEARCH_LOG
+    if log.exists():
+        print(f"resuming the search logged in {log}", file=sys.stderr)
+    result = run_search(space, batches, iterations=args.iterations, population=args.population,
+                        strategy=args.strategy, seed=args.seed, generation=args.generation,
+                        max_flops=args.max_flops, max_params=args.max_params, max_depth=args.max_depth,
+                        log_path=log, device=device, workers=args.workers, threads=args.threads,
+                        progress=not args.no_progress)
+    names = write_search_outputs(result, out, data_info(args, space.resolution))
+    if result.best_arch is None:
+        print(f"no candidate could be scored ({result.failed} failed); see {log}", file=sys.stderr)
+        return 1
+    cost = result.best_cost
+    print(f"best architecture (iteration {result.best_iteration} of {result.iterations}; {result.scored} scored, "
+          f"{result.cached} cached, {result.failed} failed, {result.discarded} over budget):\n{result.best_arch}\n"
+          f"ZiCo score {result.best_score:.4f}  params {cost.params:,}  FLOPs {cost.flops:,}  depth {cost.depth}\n"
+          f"outputs in {out}/: {SEARCH_LOG}, {', '.join(names)}")
+    return 0
+
+
+def correlate(args) -> int:
+    from zico_fast.correlate import correlate as run_correlate
+    from zico_fast.reporting import write_correlate_outputs
+    from zico_fast.truth import bundled_truth
+
+    if importlib.util.find_spec("scipy") is None:  # before any work
+        raise ZiCoUserError("correlate needs scipy: pip install 'zico_fast[validate]'")
+    device = _check_common(args)
+    space = _space(args, args.space)
+    truth = args.truth or bundled_truth(space.name)
+    compare = None if args.compare is None else [c.strip() for c in args.compare.split(",") if c.strip()]
+    batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r) for r in range(args.repeats)]
+    out = Path(args.out)
+    result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=truth,
+                           truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
+                           device=device, threads=args.threads, workers=args.workers, progress=not args.no_progress)
+    data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
+    names = write_correlate_outputs(result, out, data)
+    c = result.report["correlations"]
+
+    def two(name):
+        return f"{c[name]['kendall_tau']:.3f} / {c[name]['spearman']:.3f}"
+
+    print(f"N={result.report['n']}  Kendall tau / Spearman vs {result.report['truth_column']}:  ZiCo {two('zico')}   "
+          f"#Params {two('params')}   FLOPs {two('flops')}")
+    if result.report["failed"]:
+        print(f"{len(result.report['failed'])} score(s) failed and are left out (see report.json)", file=sys.stderr)
+    print(f"outputs in {out}/: {CORRELATE_LOG}, {', '.join(names)}")
+    return 0

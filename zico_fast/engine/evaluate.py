@@ -1,0 +1,49 @@
+"""The one candidate evaluation every command goes through: build under the seed rule, score on
+the batches, return a record of plain values. A candidate's failure is its record, never raised."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from zico_fast.engine.seeding import build_seeded, init_seed
+
+DEFAULT_PROXIES = ("zico",)
+
+
+def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=None, select_output=None,
+             details: dict | None = None) -> dict[str, float]:
+    """{proxy: value} of a built model on `batches` (ZiCo alone by default); the model is left as
+    scoring left it. Non-finite values come back as NaN for the caller to judge. `details`, when
+    given, receives ZiCo's per-layer terms and skipped layers (plain ZiCo only)."""
+    if tuple(proxies) == ("zico",):  # the plain path: exactly zico_score
+        from zico_fast.scorer import zico_score
+
+        result = zico_score(model, batches, restore=False, nonfinite="nan", select_output=select_output)
+        if details is not None:
+            details.update(layer_terms=result.layer_terms, skipped=result.skipped, num_batches=result.num_batches)
+        return {"zico": result.score}
+    from zico_fast.proxies import compute
+
+    return compute(model, batches, tuple(proxies), cost=cost, restore=False, nonfinite="nan")
+
+
+def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAULT_PROXIES) -> dict:
+    """{"score", "values", "error", "seconds", "init_seed"} of `arch`: `score` is ZiCo (None when the
+    candidate failed or its ZiCo is not finite; `error` then says why)."""
+    start = time.perf_counter()
+    values, error = {}, None
+    try:
+        model = build_seeded(space, arch, seed).to(device)
+        values = evaluate(model, batches, proxies, cost=space.cost(arch))
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        if "zico" in values and not math.isfinite(values["zico"]):
+            error = f"non-finite ZiCo score {values['zico']} (an inf or NaN gradient)"
+    except Exception as exc:  # any build or scoring failure is this candidate's, not the run's
+        error = f"{type(exc).__name__}: {exc}"
+    score = values.get("zico") if error is None else None
+    return {"score": score, "values": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
+            "error": error, "seconds": round(time.perf_counter() - start, 6),
+            "init_seed": init_seed(seed, space.key(arch))}

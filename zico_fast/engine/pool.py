@@ -1,0 +1,206 @@
+"""Scoring backends: where candidates are scored. One interface, so another backend (a cluster)
+plugs in beside the local ones:
+
+    backend.start(config)                 # once: every worker holds the space, batches and torch settings
+    for task, record in backend.run(tasks):   # any completion order; one record per task, always
+        ...
+    backend.close()
+
+A record is `score_candidate`'s dict. The run (search, correlate) orders records by task id
+before logging them, so the order of arrival never changes a log.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Iterator, Protocol, Sequence
+
+import torch
+
+from zico_fast.engine.evaluate import DEFAULT_PROXIES, score_candidate
+from zico_fast.engine.repro import torch_settings
+from zico_fast.engine.seeding import init_seed
+from zico_fast.errors import ZiCoUserError
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int  # the candidate's position in the run (search iteration, correlate row x repeat)
+    arch: str
+    batch_set: int = 0  # which of the config's batch sets to score on
+
+
+@dataclass
+class WorkerConfig:
+    space: object
+    batch_sets: list  # [[(inputs, targets), ...], ...] on the CPU; workers move them to `device` once
+    device: str
+    threads: int
+    seed: int
+    proxies: tuple = DEFAULT_PROXIES
+    extra: dict = field(default_factory=dict)  # backend-specific (e.g. GPU fraction); not used by scoring
+
+
+class Backend(Protocol):
+    def start(self, config: WorkerConfig) -> None: ...
+    def run(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, dict]]: ...
+    def close(self) -> None: ...
+
+
+class PoolError(ZiCoUserError):
+    """Workers that cannot start (e.g. a space defined in `__main__` without a main guard)."""
+
+
+def _score(config: WorkerConfig, batch_sets, task: Task) -> dict:
+    return score_candidate(config.space, task.arch, batch_sets[task.batch_set], config.seed, config.device,
+                           config.proxies)
+
+
+class InProcessBackend:
+    """Scores in the calling process: no start-up cost, but a native crash ends the run."""
+
+    def start(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.batch_sets = [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
+
+    def run(self, tasks):
+        with torch_settings(self.config.threads):
+            for task in tasks:
+                yield task, _score(self.config, self.batch_sets, task)
+
+    def close(self) -> None:
+        pass
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A run killed with -9 cannot stop its workers; without this watch they would wait forever.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    try:
+        torch.set_num_threads(config.threads)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        batch_sets = [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
+    except Exception:
+        conn.send(("init-error", traceback.format_exc(limit=3)))
+        return
+    conn.send(("ready", None))
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        conn.send(("done", (task, _score(config, batch_sets, task))))
+
+
+def _death(process) -> str:
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class ProcessBackend:
+    """`workers` spawned processes, one candidate at a time each. A worker that dies inside a
+    candidate (a segfault, an abort, the OOM killer) fails that candidate alone: it is recorded
+    with the cause and a fresh worker takes the dead one's place."""
+
+    def __init__(self, workers: int = 1):
+        if not isinstance(workers, int) or workers < 1:
+            raise ZiCoUserError(f"workers must be a positive integer, got {workers!r}")
+        self.workers, self._procs, self.respawned = workers, [], 0
+
+    def start(self, config: WorkerConfig) -> None:
+        self.config, self._context = config, multiprocessing.get_context("spawn")
+        launched = [self._launch() for _ in range(self.workers)]  # all start in parallel
+        self._procs = [self._ready(*p) for p in launched]
+
+    def _spawn(self):
+        return self._ready(*self._launch())
+
+    def _launch(self):
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=_worker_main, args=(theirs, self.config, os.getpid()), daemon=True)
+        process.start()
+        theirs.close()
+        return process, ours
+
+    def _ready(self, process, ours):
+        try:
+            kind, detail = ours.recv()
+        except EOFError:
+            process.join()
+            raise PoolError(f"a scoring worker died while starting ({_death(process)}); if you run from a script, "
+                            "guard it with `if __name__ == '__main__':` and define the space in an importable "
+                            "module") from None
+        if kind == "init-error":
+            raise PoolError(f"a scoring worker could not start:\n{detail}")
+        return process, ours
+
+    def run(self, tasks):
+        todo, busy = list(reversed(tasks)), {}  # busy: index of worker -> its task
+        idle = list(range(len(self._procs)))
+        while todo or busy:
+            while todo and idle:
+                w = idle.pop()
+                task = todo.pop()
+                self._procs[w][1].send(task)
+                busy[w] = task
+            by_handle = {}
+            for w in busy:
+                process, conn = self._procs[w]
+                by_handle[conn] = w
+                by_handle[process.sentinel] = w
+            for handle in wait(list(by_handle)):
+                w = by_handle[handle]
+                if w not in busy:
+                    continue  # its connection and sentinel were both ready
+                process, conn = self._procs[w]
+                try:
+                    kind, (task, record) = conn.recv()
+                except (EOFError, OSError):  # the worker died inside this candidate
+                    process.join()
+                    task = busy[w]
+                    record = {"score": None, "values": {}, "seconds": None,
+                              "init_seed": init_seed(self.config.seed, self.config.space.key(task.arch)),
+                              "error": f"the scoring process died ({_death(process)}) inside this candidate"}
+                    conn.close()
+                    self._procs[w] = self._spawn()
+                    self.respawned += 1
+                del busy[w]
+                idle.append(w)
+                yield task, record
+
+    def close(self) -> None:
+        for process, conn in self._procs:
+            try:
+                conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        for process, conn in self._procs:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            conn.close()
+        self._procs = []
+
+
+def make_backend(workers: int = 1, isolate: bool = True) -> Backend:
+    """The local backend: worker processes (isolating native crashes), or the calling process when
+    `isolate` is False and one worker is asked for."""
+    if workers == 1 and not isolate:
+        return InProcessBackend()
+    return ProcessBackend(workers)

@@ -1,0 +1,102 @@
+"""The one run log of search and correlate: a header line (format, kind, settings), then one JSON
+record per line, each appended with flush + fsync so a finished record survives `kill -9`.
+
+Readers never write. A last line without its newline (a kill mid-write) is ignored by readers and
+cut only by the writer that resumes the run, which then redoes that record.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from zico_fast.errors import ZiCoUserError
+
+FORMAT = "zico_fast.run/1"
+
+
+class RunLogError(ZiCoUserError):
+    """A log that cannot be read or resumed; the message names the file (and line)."""
+
+
+def settings_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """(key, old value, new value) for every setting that differs, sorted by key."""
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _parse(path: Path, data: bytes, required: tuple[str, ...]) -> tuple[dict | None, list[dict], int]:
+    """(header, records, length of the whole lines) of a log's bytes; the torn tail is left out."""
+    *complete, torn = data.split(b"\n")
+    header, records = None, []
+    for number, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunLogError(f"{path}:{number}: not a JSON line ({error}); the log is damaged, "
+                              "so move it away to start over") from None
+        if header is None:
+            if not isinstance(line, dict) or line.get("format") != FORMAT or not isinstance(line.get("settings"), dict):
+                raise RunLogError(f"{path}:{number}: not a {FORMAT} header; this file is not a zico_fast run log "
+                                  "(or one of an older version): give another output folder")
+            header = line
+            continue
+        missing = [k for k in required if not isinstance(line, dict) or k not in line]
+        if missing:
+            raise RunLogError(f"{path}:{number}: a JSON line without {', '.join(missing)}, not a record of this "
+                              "log; the log is damaged, so move it away to start over")
+        records.append(line)
+    return header, records, len(data) - len(torn)
+
+
+def read_run_log(path, required: tuple[str, ...] = ("id",)) -> tuple[dict, list[dict]]:
+    """(header, records) of a log, without touching the file; a torn last line is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunLogError(f"no run log at {path}")
+    header, records, _ = _parse(path, path.read_bytes(), required)
+    if header is None:
+        raise RunLogError(f"{path} is empty; it holds no run")
+    return header, records
+
+
+class RunLog:
+    """The single writer of one log. `open(settings)` checks a resumed log against `settings`
+    (naming every difference), cuts a torn tail, and returns the logged records."""
+
+    def __init__(self, path, kind: str, required: tuple[str, ...] = ("id",)):
+        self.path, self.kind, self.required, self._file = Path(path), kind, required, None
+
+    def open(self, settings: dict) -> list[dict]:
+        data = self.path.read_bytes() if self.path.is_file() else b""
+        header, records, whole = _parse(self.path, data, self.required)
+        if header is not None:
+            if header.get("kind") != self.kind:
+                raise RunLogError(f"{self.path} is a {header.get('kind')} log, not a {self.kind} log; "
+                                  "give another output folder")
+            old = header["settings"]
+            if old != settings:
+                changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in settings_changes(old, settings))
+                raise RunLogError(f"{self.path} was written with other settings ({changed}); resume with the same "
+                                  "settings or give another output folder")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "r+b" if data else "wb")
+        self._file.truncate(whole)  # the torn tail, if any: that record is redone
+        self._file.seek(whole)
+        if header is None:
+            self._write({"format": FORMAT, "kind": self.kind, "settings": settings})
+        return records
+
+    def append(self, record: dict) -> None:
+        self._write(record)
+
+    def _write(self, line: dict) -> None:
+        self._file.write((json.dumps(line) + "\n").encode())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

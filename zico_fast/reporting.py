@@ -1,0 +1,128 @@
+"""The one module that writes result files: JSON and CSV first, figures last, so a plotting
+failure (or a missing matplotlib) never costs a finished result; it becomes a warning."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+from zico_fast.plots import plotting_available, scatter_plot, search_plot
+
+SEARCH_COLUMNS = ["id", "arch", "score", "flops", "params", "depth", "seconds", "error", "cached_from", "discarded"]
+# Published numbers (ZiCo paper, NATS-Bench-TSS CIFAR-10, all 15,625 networks), for the summary.
+PAPER_CIFAR10 = {"zico": (0.61, 0.80), "params": (0.57, 0.75), "flops": (0.54, 0.73),
+                 "naslib_nwot": (0.58, 0.77), "naslib_synflow": (0.54, 0.73),
+                 "naslib_grad_norm": (0.46, 0.63), "naslib_snip": (0.46, 0.63)}
+
+
+class PlotWarning(UserWarning):
+    """A figure that could not be drawn; the results it would show are written."""
+
+
+def json_safe(value):
+    """NaN/inf become null, so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _plot(draw, path: Path, *args) -> None:
+    if not plotting_available():
+        warnings.warn(f"{path.name} not drawn: matplotlib is missing (pip install 'zico_fast[plot]')", PlotWarning)
+        return
+    try:
+        draw(path, *args)
+    except Exception as error:  # a figure is never worth a finished result
+        warnings.warn(f"{path.name} not drawn: {type(error).__name__}: {error}", PlotWarning)
+
+
+def best_summary(result, data: dict | None = None) -> dict:
+    cost = result.best_cost
+    return {"arch": result.best_arch, "score": result.best_score if result.best_arch else None,
+            "iteration": result.best_iteration, "params": cost.params if cost else None,
+            "flops": cost.flops if cost else None, "depth": cost.depth if cost else None,
+            "iterations": result.iterations, "scored": result.scored, "cached": result.cached,
+            "failed": result.failed, "discarded": result.discarded,
+            "top": [{"arch": a, "score": s} for a, s in result.population[:10]],
+            "settings": result.settings, "data": data}
+
+
+def write_search_outputs(result, out: Path, data: dict | None = None) -> list[str]:
+    """best.json, candidates.csv (one row per logged candidate), then search.png; returns the names."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "best.json", best_summary(result, data))
+    tmp = out / "candidates.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, SEARCH_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result.records)
+    os.replace(tmp, out / "candidates.csv")
+    _plot(search_plot, out / "search.png", result.history, result.settings.get("strategy", ""), result.best_score)
+    return ["best.json", "candidates.csv", "search.png"]
+
+
+def write_correlate_outputs(result, out: Path, data: dict | None = None) -> list[str]:
+    """report.json and summary.md, then scatter.png (scores.jsonl is the run's log, beside them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**result.report, "data": data}
+    write_json(out / "report.json", report)
+    tmp = out / "summary.md.tmp"
+    tmp.write_text(summary_markdown(report), encoding="utf-8")
+    os.replace(tmp, out / "summary.md")
+    z = report["correlations"]["zico"]
+    _plot(scatter_plot, out / "scatter.png", result.zico, result.truth, report["truth_column"],
+          z["kendall_tau"], z["spearman"])
+    return ["report.json", "summary.md", "scatter.png"]
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _label(name: str) -> str:
+    return {"zico": "**ZiCo (ours)**", "params": "#Params (ours)", "flops": "FLOPs (ours)"}.get(name, name)
+
+
+def summary_markdown(report: dict) -> str:
+    s, d = report["settings"], report.get("data") or {}
+    lines = [f"# ZiCo rank correlation: {s['space']['name']}, {report['truth_column']}", "",
+             f"N = {report['n']} architectures (sample {s['sample'] if s['sample'] is not None else 'all'}, "
+             f"seed {s['seed']}); {d.get('batches', '?')} batches of {d.get('batch_size', '?')} images "
+             f"({d.get('source', '?')}, data seed {d.get('data_seed', '?')}); default init, BN in train mode; "
+             f"device {s['repro']['device']}, {s['repro']['threads']} thread(s), torch {s['repro']['torch']}.", "",
+             "| proxy | Kendall tau | Spearman | N | paper (all 15,625) tau / rho |", "|---|---|---|---|---|"]
+    ordered = sorted(report["correlations"].items(),
+                     key=lambda kv: -(kv[1]["kendall_tau"] if math.isfinite(kv[1]["kendall_tau"]) else -9))
+    for name, c in ordered:
+        paper = PAPER_CIFAR10.get(name) if report["truth_column"] == "cifar10_test_acc" else None
+        lines.append(f"| {_label(name)} | {_num(c['kendall_tau'])} | {_num(c['spearman'])} | {c['n']} | "
+                     f"{f'{paper[0]:.2f} / {paper[1]:.2f}' if paper else ''} |")
+    if report["failed"]:
+        lines += ["", f"{len(report['failed'])} score(s) failed or were not finite and are left out (report.json)."]
+    st = report.get("stability")
+    if st:
+        k, p = st["zico_kendall_tau"], st["pairwise_kendall_tau"]
+        lines += ["", f"## Stability over {st['repeats']} batch draws", "",
+                  "| batch set | ZiCo Kendall tau | Spearman |", "|---|---|---|"]
+        lines += [f"| {r['data_seed']} | {_num(r['kendall_tau'])} | {_num(r['spearman'])} |" for r in st["per_run"]]
+        lines += ["", f"ZiCo Kendall tau vs truth: min {_num(k['min'])}, max {_num(k['max'])}, "
+                  f"mean {_num(k['mean'])}, std {_num(k['std'], 4)} (ddof=1).",
+                  f"Kendall tau between runs (pairwise): min {_num(p['min'])}, max {_num(p['max'])}, "
+                  f"mean {_num(p['mean'])}."]
+    t = report["timings"]
+    lines += ["", f"Scoring: {_num(t['seconds_per_arch_mean'], 2)} s per architecture on average.", ""]
+    return "\n".join(lines)

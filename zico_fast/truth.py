@@ -1,0 +1,138 @@
+"""Ground-truth tables for `correlate`: a CSV of (arch_index, arch_string, accuracy, other
+proxies' columns), checked row by row against a search space, and reproducible samples of it."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from zico_fast.errors import ZiCoUserError
+
+BUNDLED_TRUTH = Path(__file__).parent / "data" / "nb201_dev.csv"
+DEFAULT_TRUTH_COLUMN = "cifar10_test_acc"
+COMPARE_PREFIX = "naslib_"
+
+
+class TruthError(ZiCoUserError):
+    """A ground-truth file that cannot be used; the message names the file and line."""
+
+
+@dataclass
+class TruthRow:
+    arch_index: int
+    arch: str  # canonical spelling
+    truth: float
+    compare: dict[str, float] = field(default_factory=dict)
+    line: int = 0
+
+
+@dataclass
+class Truth:
+    path: Path
+    column: str
+    compare_columns: list[str]
+    rows: list[TruthRow]
+    sha256: str
+
+
+def _parse_float(text: str, what: str, line: int, path: Path, allow_empty: bool) -> float:
+    stripped = (text or "").strip()
+    if not stripped and allow_empty:
+        return math.nan
+    try:
+        value = float(stripped)
+    except ValueError:
+        raise TruthError(f"{path}:{line}: {what} is {text!r}, not a number") from None
+    if not allow_empty and not math.isfinite(value):
+        raise TruthError(f"{path}:{line}: {what} is {text!r}; the ground truth must be a finite number")
+    return value
+
+
+def load_truth(path: str | Path, space, truth_column: str = DEFAULT_TRUTH_COLUMN,
+               compare: Sequence[str] | None = None) -> Truth:
+    """Reads and checks a ground-truth CSV: columns arch_index, arch_string and `truth_column`.
+
+    Every arch_string must be valid in `space` and (where the space numbers its architectures) name
+    the architecture its arch_index says.  `compare`: columns holding other proxies' scores (None:
+    every column starting with "naslib_"); an empty cell there is a missing score (NaN), text is an
+    error.  Raises TruthError with the file, line and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TruthError(f"truth file {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise TruthError(f"{path} is not a UTF-8 CSV file ({error})") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise TruthError(f"{path} is empty; expected a CSV header with arch_index, arch_string, {truth_column}")
+    reader.fieldnames = header
+    missing = [c for c in ("arch_index", "arch_string", truth_column) if c not in header]
+    if missing:
+        raise TruthError(f"{path} lacks column(s) {', '.join(missing)}; its columns are: {', '.join(header)}")
+    if compare is None:
+        compare_columns = [c for c in header if c.startswith(COMPARE_PREFIX)]
+    else:
+        compare_columns = [c for c in compare if c]
+        unknown = [c for c in compare_columns if c not in header]
+        if unknown:
+            raise TruthError(f"compare column(s) {', '.join(unknown)} not in {path}; its columns are: "
+                                 f"{', '.join(header)}")
+    if truth_column in compare_columns:
+        compare_columns.remove(truth_column)
+    rows: list[TruthRow] = []
+    seen: dict[int, int] = {}
+    for line, record in enumerate(reader, start=2):
+        if None in record:  # more cells than header names
+            raise TruthError(f"{path}:{line}: has more cells than the header has columns")
+        if all(not (v or "").strip() for v in record.values()):
+            continue  # blank line
+        index_text = (record["arch_index"] or "").strip()
+        try:
+            arch_index = int(index_text)
+        except ValueError:
+            raise TruthError(f"{path}:{line}: arch_index is {index_text!r}, not an integer") from None
+        if arch_index in seen:
+            raise TruthError(f"{path}:{line}: arch_index {arch_index} already appears on line {seen[arch_index]}")
+        seen[arch_index] = line
+        arch_text = (record["arch_string"] or "").strip()
+        try:
+            arch = space.canonical(arch_text)
+        except ValueError as error:
+            raise TruthError(f"{path}:{line}: invalid arch_string: {error}") from None
+        if space.has_index:
+            actual = space.index_of(arch)
+            if actual != arch_index:
+                raise TruthError(f"{path}:{line}: arch_string {arch_text} is {space.name} index {actual}, "
+                                     f"but arch_index says {arch_index}")
+        truth = _parse_float(record[truth_column], truth_column, line, path, allow_empty=False)
+        values = {c: _parse_float(record[c], c, line, path, allow_empty=True) for c in compare_columns}
+        rows.append(TruthRow(arch_index, arch, truth, values, line))
+    if not rows:
+        raise TruthError(f"{path} has a header but no rows")
+    return Truth(path, truth_column, compare_columns, rows, hashlib.sha256(raw).hexdigest())
+
+
+def sample_rows(rows: Sequence[TruthRow], k: int | None, seed: int) -> list[TruthRow]:
+    """k rows drawn without replacement with random.Random(seed), in file order; all rows if k is None."""
+    if k is None:
+        return list(rows)
+    if not 1 <= k <= len(rows):
+        raise TruthError(f"sample {k} is outside 1..{len(rows)} (the truth file has {len(rows)} rows)")
+    picked = sorted(random.Random(seed).sample(range(len(rows)), k))
+    return [rows[i] for i in picked]
+
+
+def bundled_truth(space_name: str) -> Path:
+    """The dev CSV shipped for a space (data/<space>_dev.csv)."""
+    path = Path(__file__).parent / "data" / f"{space_name}_dev.csv"
+    if not path.is_file():
+        raise TruthError(f"no bundled ground truth for the {space_name} space; pass a truth CSV")
+    return path
