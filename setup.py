@@ -1,51 +1,102 @@
 """Builds zico_fast and its one extension, zico_fast._C (CPU kernels always, CUDA kernels when possible).
 
+Build with `pip install --no-build-isolation -e .` against the torch you run with.
+
 Environment:
   ZICO_FAST_BUILD=auto|cpu|cuda  auto (default) builds CUDA kernels when torch has CUDA and a
                                  toolkit is found; cpu never does; cuda fails loudly if it cannot.
-  CUDA_HOME                      the CUDA toolkit root (the folder holding bin/nvcc).
-  TORCH_CUDA_ARCH_LIST           GPU architectures to compile for, e.g. "9.0".
+  CUDA_HOME                      the CUDA toolkit root (the folder holding bin/nvcc,
+                                 include/cuda_runtime.h and lib64/libcudart.so).
+  TORCH_CUDA_ARCH_LIST           GPU architectures to compile for, e.g. "9.0+PTX".
 """
 import os
 from pathlib import Path
 
-import torch
 from setuptools import find_packages, setup
-from torch.utils import cpp_extension
+
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ImportError:  # pip's isolated build env has no torch (and must not get one: ABI mismatch)
+    raise SystemExit(
+        "zico_fast builds against the torch you run with, but this build environment has no torch: "
+        "install torch first, then run  pip install --no-build-isolation .  (or -e .)"
+    ) from None
 
 ROOT = Path(__file__).parent
 CSRC = Path("csrc")
 
+# -g0 overrides the -g in Python's CFLAGS (debug info triples the compile time of torch headers).
+# -ffp-contract=off: GCC's default (fast) fuses `s += d * d` into an FMA wherever the target has one
+# (-march=x86-64-v3, aarch64), which rounds once instead of twice and breaks the bit-for-bit
+# agreement with the CUDA kernels (which round twice on purpose, see csrc/zico_math.h).
+CXX_FLAGS = ["-O3", "-fopenmp", "-g0", "-ffp-contract=off"]  # the C++ standard comes from torch
+# No --use_fast_math: it flushes denormals, and tiny squared deviations must underflow exactly as
+# numpy's do (NOTE: [Dropped elements] in csrc/zico_math.h). --fmad=false keeps nvcc from fusing
+# any float multiply-add the explicit __fmul_rn/__fadd_rn in zico_math.h do not already pin.
+NVCC_FLAGS = ["-O3", "-lineinfo", "--fmad=false"]
 
-def toolkit_root():
-    """The CUDA toolkit named by CUDA_HOME/CUDA_PATH (or found by torch), if it really holds nvcc."""
-    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME):
-        if candidate and (Path(candidate) / "bin" / "nvcc").is_file():
-            return Path(candidate)
+EXTRAS = {
+    "plot": ["matplotlib"],                # search/correlate plots
+    "validate": ["scipy", "matplotlib"],   # correlate: rank correlations and plots
+    "ray": ["ray"],                        # distributing a search over a Ray cluster
+    "test": ["pytest", "pytest-benchmark", "scipy"],
+}
+EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "test" for dep in deps})
+
+
+def toolkit_problem(root):
+    """Why `root` is not a CUDA toolkit we can build with, or None when it is.
+
+    A real toolkit root holds the compiler, the runtime headers and the runtime library. A folder
+    like /usr/local with only a wrapper bin/nvcc passes a bare nvcc check, then fails at link time
+    (`cannot find -lcudart`) after minutes of compiling, so all three are required up front.
+    """
+    root = Path(root)
+    if not (root / "bin" / "nvcc").is_file():
+        return f"{root} has no bin/nvcc"
+    if not (root / "include" / "cuda_runtime.h").is_file():
+        return f"{root} has no include/cuda_runtime.h (bin/nvcc there is not a toolkit's own)"
+    lib_dirs = [root / "lib64", root / "lib", root / "targets" / "x86_64-linux" / "lib",
+                root / "targets" / "sbsa-linux" / "lib"]
+    if not any(d.is_dir() and any(d.glob("libcudart*")) for d in lib_dirs):
+        return f"{root} has no lib64/libcudart* to link against"
     return None
 
 
-def want_cuda(mode, toolkit):
+def find_toolkit(env=os.environ, guessed=None):
+    """(toolkit root or None, problems): CUDA_HOME/CUDA_PATH, then torch's guess, each checked."""
+    problems = []
+    for name, candidate in (("CUDA_HOME", env.get("CUDA_HOME")), ("CUDA_PATH", env.get("CUDA_PATH")),
+                            ("torch's guessed CUDA_HOME", guessed)):
+        if not candidate:
+            continue
+        problem = toolkit_problem(candidate)
+        if problem is None:
+            return Path(candidate), problems
+        problems.append(f"{name}={candidate}: {problem}")
+    return None, problems
+
+
+def want_cuda(mode, torch_cuda, toolkit, problems):
     if mode == "cpu":
         return False
-    possible = torch.version.cuda is not None and toolkit is not None
-    if mode == "cuda" and not possible:
-        raise RuntimeError(
-            "ZICO_FAST_BUILD=cuda, but "
-            + ("this torch is a CPU build; install a CUDA build of torch" if torch.version.cuda is None
-               else "no CUDA toolkit was found; set CUDA_HOME to the folder holding bin/nvcc")
-        )
-    return possible
+    if mode == "cuda" and torch_cuda is None:
+        raise RuntimeError("ZICO_FAST_BUILD=cuda, but this torch is a CPU build; install a CUDA build of torch")
+    if mode == "cuda" and toolkit is None:
+        found = "; ".join(problems) if problems else "CUDA_HOME is not set and torch found no toolkit"
+        raise RuntimeError(f"ZICO_FAST_BUILD=cuda, but no usable CUDA toolkit: {found}. Set CUDA_HOME to the "
+                           "toolkit root (the folder holding bin/nvcc, include/ and lib64/), "
+                           "e.g. CUDA_HOME=$(bash scripts/cuda_home.sh)")
+    return torch_cuda is not None and toolkit is not None
 
 
 def extension():
     mode = os.environ.get("ZICO_FAST_BUILD", "auto").lower()
     if mode not in ("auto", "cpu", "cuda"):
         raise RuntimeError(f"ZICO_FAST_BUILD must be auto, cpu or cuda, not {mode!r}")
-    toolkit = toolkit_root()
-    with_cuda = want_cuda(mode, toolkit)
-    # -g0 overrides the -g in Python's CFLAGS: debug info triples the compile time of torch headers.
-    cxx = ["-O3", "-fopenmp", "-g0"]  # the C++ standard comes from torch
+    toolkit, problems = find_toolkit(guessed=cpp_extension.CUDA_HOME)
+    with_cuda = want_cuda(mode, torch.version.cuda, toolkit, problems)
     sources = [str(CSRC / "ops.cpp"), str(CSRC / "cpu" / "zico_stats_cpu.cpp")]
     include_dirs = []
     macros = []
@@ -56,31 +107,29 @@ def extension():
         os.environ["CUDA_HOME"] = str(toolkit)
         cpp_extension.CUDA_HOME = str(toolkit)
         sources.append(str(CSRC / "cuda" / "zico_stats_cuda.cu"))
-        # No --use_fast_math: it flushes denormals, and tiny squared deviations must underflow
-        # exactly as numpy's do (NOTE: [Dropped elements] in csrc/zico_math.h).
-        nvcc = ["-O3", "-lineinfo"]
         return cpp_extension.CUDAExtension(
             "zico_fast._C", sources, include_dirs=include_dirs, define_macros=macros,
-            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"],
+            extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS}, extra_link_args=["-fopenmp"],
         )
     return cpp_extension.CppExtension(
         "zico_fast._C", sources, include_dirs=include_dirs, define_macros=macros,
-        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+        extra_compile_args={"cxx": CXX_FLAGS}, extra_link_args=["-fopenmp"],
     )
 
 
-setup(
-    name="zico_fast",
-    version="0.1.0",
-    description="Fast, exact ZiCo zero-shot NAS scoring with fused C++/CUDA gradient-statistics kernels",
-    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["zico_fast", "zico_fast.*"]),
-    package_data={"zico_fast": ["data/*.npz", "data/*.md", "data/*.csv"]},
-    python_requires=">=3.9",
-    install_requires=["numpy", "tqdm"],
-    extras_require={"plot": ["matplotlib"], "test": ["pytest", "pytest-benchmark", "scipy"]},
-    ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    entry_points={"console_scripts": ["zico-fast=zico_fast.cli:main"]},
-)
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import the helpers above
+    setup(
+        name="zico_fast",
+        version="0.1.0",
+        description="Fast, exact ZiCo zero-shot NAS scoring with fused C++/CUDA gradient-statistics kernels",
+        long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
+        long_description_content_type="text/markdown",
+        packages=find_packages(include=["zico_fast", "zico_fast.*"]),
+        package_data={"zico_fast": ["data/*.npz", "data/*.md", "data/*.csv"]},
+        python_requires=">=3.9",
+        install_requires=["numpy", "tqdm"],  # torch too, but pip must not replace the one built against
+        extras_require=EXTRAS,
+        ext_modules=[extension()],
+        cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+        entry_points={"console_scripts": ["zico-fast=zico_fast.cli:main"]},
+    )

@@ -1,6 +1,7 @@
 // Host-side argument checks and the chunk plan shared by the CPU and CUDA implementations.
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -29,6 +30,14 @@ inline std::vector<Chunk> plan_chunks(at::TensorList tensors, int64_t chunk_size
   }
   return chunks;
 }
+
+// Runs the lambda with scalar_t bound to the gradient dtype. Only the three dtypes check_gradients
+// admits are instantiated (a float64 kernel would be dead code).
+#define ZICO_DISPATCH_GRAD_TYPES(TYPE, NAME, ...)                  \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                   \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)     \
+                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)      \
+                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
 inline bool is_gradient_dtype(c10::ScalarType t) {
   return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;

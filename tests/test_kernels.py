@@ -133,3 +133,30 @@ def _opcheck_samples(device):
 def test_opcheck(device):
     for op, args in _opcheck_samples(device):
         torch.library.opcheck(op, args)
+
+
+def test_ops_are_tagged_cudagraph_unsafe():
+    # torch.compile(mode="reduce-overhead") must run them outside its CUDA graphs (see ops.cpp).
+    for op in (torch.ops.zico_fast.accumulate_, torch.ops.zico_fast.ratio_sums, torch.ops.zico_fast.pair_ratio_sums):
+        assert torch.Tag.cudagraph_unsafe in op.default.tags
+
+
+def test_fake_kernels_reject_what_the_kernels_reject():
+    # Under tracing only the fake kernels run: they must refuse bad arguments as eagerly as C++ does.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        g = [torch.empty(4)]
+        flag = [torch.empty(1, dtype=torch.int32)]
+        with pytest.raises(RuntimeError, match="elements, expected 4"):
+            torch.ops.zico_fast.pair_ratio_sums([torch.empty(5)], g, flag, 1)
+        with pytest.raises(RuntimeError, match="float32, float16 or bfloat16"):
+            torch.ops.zico_fast.pair_ratio_sums([torch.empty(4, dtype=torch.float64)],
+                                                [torch.empty(4, dtype=torch.float64)], flag, 1)
+        with pytest.raises(RuntimeError, match="bad_batch"):
+            torch.ops.zico_fast.pair_ratio_sums(g, g, [torch.empty(1)], 1)
+        with pytest.raises(RuntimeError, match="at least 2 samples"):
+            torch.ops.zico_fast.ratio_sums(g, g, g, 1)
+        with pytest.raises(RuntimeError, match="sum_abs must be torch.float32|sum_abs\\[0\\] must be"):
+            torch.ops.zico_fast.accumulate_(g, g, g, g, [torch.empty(4, dtype=torch.float16)], flag, 1, True)
+        assert torch.ops.zico_fast.ratio_sums(g, g, g, 3).dtype == torch.float64

@@ -25,12 +25,23 @@ constexpr int64_t kCpuChunkSize = 16384;
 constexpr uint8_t kBadShift = 1;
 constexpr uint8_t kBadGrad = 2;
 
+// The data pointers of a list: read-only for inputs (const_data_ptr), writable for outputs.
 template <typename T>
-std::vector<T*> data_pointers(at::TensorList tensors) {
+std::vector<const T*> input_pointers(at::TensorList tensors) {
+  std::vector<const T*> out;
+  out.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) {
+    out.push_back(t.const_data_ptr<T>());
+  }
+  return out;
+}
+
+template <typename T>
+std::vector<T*> output_pointers(at::TensorList tensors) {
   std::vector<T*> out;
   out.reserve(tensors.size());
   for (const at::Tensor& t : tensors) {
-    out.push_back(static_cast<T*>(t.data_ptr()));
+    out.push_back(t.mutable_data_ptr<T>());
   }
   return out;
 }
@@ -42,7 +53,7 @@ void record_bad_batches(const std::vector<Chunk>& chunks, const std::vector<uint
     if (bad[c] == 0) {
       continue;
     }
-    int32_t* flag = bad_batch[chunks[c].tensor].data_ptr<int32_t>();
+    int32_t* flag = bad_batch[chunks[c].tensor].mutable_data_ptr<int32_t>();
     const int64_t at_batch = (bad[c] & kBadShift) ? batch - 1 : batch;
     *flag = static_cast<int32_t>(std::min<int64_t>(*flag, at_batch));
   }
@@ -52,7 +63,7 @@ void record_bad_batches(const std::vector<Chunk>& chunks, const std::vector<uint
 at::Tensor sum_partials_per_tensor(const std::vector<Chunk>& chunks,
                                    const std::vector<double>& partial, int64_t num_tensors) {
   at::Tensor out = at::zeros({num_tensors}, at::TensorOptions().dtype(at::kDouble));
-  double* sums = out.data_ptr<double>();
+  double* sums = out.mutable_data_ptr<double>();
   for (size_t c = 0; c < chunks.size(); ++c) {
     sums[chunks[c].tensor] += partial[c];
   }
@@ -95,13 +106,13 @@ void accumulate_cpu(at::TensorList grads, at::TensorList shifts, at::TensorList 
 
   const std::vector<Chunk> chunks = plan_chunks(grads, kCpuChunkSize);
   std::vector<uint8_t> bad(chunks.size(), 0);
-  auto dev = data_pointers<float>(sum_dev);
-  auto sq = data_pointers<float>(sum_sq_dev);
-  auto ab = data_pointers<float>(sum_abs);
+  auto dev = output_pointers<float>(sum_dev);
+  auto sq = output_pointers<float>(sum_sq_dev);
+  auto ab = output_pointers<float>(sum_abs);
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grads[0].scalar_type(), "accumulate_cpu", [&] {
-    auto g_ptrs = data_pointers<const scalar_t>(grads);
-    auto k_ptrs = data_pointers<const scalar_t>(shifts);
+  ZICO_DISPATCH_GRAD_TYPES(grads[0].scalar_type(), "accumulate_cpu", [&] {
+    auto g_ptrs = input_pointers<scalar_t>(grads);
+    auto k_ptrs = input_pointers<scalar_t>(shifts);
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
         const Chunk ch = chunks[c];
@@ -123,9 +134,9 @@ at::Tensor ratio_sums_cpu(at::TensorList sum_dev, at::TensorList sum_sq_dev, at:
 
   const std::vector<Chunk> chunks = plan_chunks(sum_dev, kCpuChunkSize);
   std::vector<double> partial(chunks.size(), 0.0);
-  auto dev = data_pointers<const float>(sum_dev);
-  auto sq = data_pointers<const float>(sum_sq_dev);
-  auto ab = data_pointers<const float>(sum_abs);
+  auto dev = input_pointers<float>(sum_dev);
+  auto sq = input_pointers<float>(sum_sq_dev);
+  auto ab = input_pointers<float>(sum_abs);
   at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t first, int64_t last) {
     for (int64_t c = first; c < last; ++c) {
       const Chunk ch = chunks[c];
@@ -174,9 +185,9 @@ at::Tensor pair_ratio_sums_cpu(at::TensorList first, at::TensorList second, at::
   const std::vector<Chunk> chunks = plan_chunks(second, kCpuChunkSize);
   std::vector<double> partial(chunks.size(), 0.0);
   std::vector<uint8_t> bad(chunks.size(), 0);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, second[0].scalar_type(), "pair_ratio_sums_cpu", [&] {
-    auto k_ptrs = data_pointers<const scalar_t>(first);
-    auto g_ptrs = data_pointers<const scalar_t>(second);
+  ZICO_DISPATCH_GRAD_TYPES(second[0].scalar_type(), "pair_ratio_sums_cpu", [&] {
+    auto k_ptrs = input_pointers<scalar_t>(first);
+    auto g_ptrs = input_pointers<scalar_t>(second);
     at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t lo, int64_t hi) {
       for (int64_t c = lo; c < hi; ++c) {
         const Chunk ch = chunks[c];
