@@ -55,6 +55,10 @@ def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
     g.add_argument("--seed", type=int, default=0,
                    help="initial weights come from (seed, architecture): the same network scores the same in "
                         "every command")
+    g.add_argument("--proxies", default="zico", metavar="NAMES",
+                   help="comma-separated proxies computed in the same passes as ZiCo (zico, params, flops, "
+                        "grad_norm, snip, gsnr, zico_bc, naswot, expressivity, progressivity, trainability), "
+                        "'ensemble' (adds its members) or 'all'; see zico_fast/proxies/README.md")
     g.add_argument("--threads", type=positive, default=1,
                    help="torch intra-op threads per scoring process (scores differ by float rounding between "
                         "thread counts, so it is recorded and a resume must keep it)")
@@ -104,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", choices=("evolution", "random"), default="evolution")
     run.add_argument("--iterations", type=positive, default=1000, help="candidates to evaluate (the paper: 100000)")
     run.add_argument("--population", type=positive, default=512, help="population size (the paper: 512)")
+    run.add_argument("--fitness", choices=("zico", "ensemble"), default="zico",
+                     help="what the search maximises: ZiCo, or the proxies' rank ensemble against every "
+                          "candidate logged so far (computes the ensemble's members)")
     run.add_argument("--generation", type=positive, default=16,
                      help="children proposed from one state of the population; results depend on it, not on --workers")
     run.add_argument("--max-flops", type=float, help="budget on multiply-accumulates per image")

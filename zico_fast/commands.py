@@ -14,6 +14,7 @@ import torch
 
 from zico_fast.engine import build_seeded, check_device, evaluate, init_seed, record as repro_record, torch_settings
 from zico_fast.errors import ZiCoUserError
+from zico_fast.proxies.registry import engine_names
 
 SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
 
@@ -141,18 +142,24 @@ def score(args) -> int:
         model, seed_key = build_seeded(space, network, args.seed), space.key(network)
     batches = _batches(args, num_classes, resolution)
     details = {}
+    proxies, _ = engine_names(args.proxies)
+    if cost is None and {"params", "flops"} & set(proxies):
+        raise ZiCoUserError("params/flops come from a space's analytic cost; with --model leave them out of --proxies")
     with torch_settings(args.threads):
         start = time.perf_counter()
-        values = evaluate(model.to(device), [(x.to(device), y.to(device)) for x, y in batches],
-                          select_output=_select_output(args), details=details)
+        values = evaluate(model.to(device), [(x.to(device), y.to(device)) for x, y in batches], proxies,
+                          cost=cost, select_output=_select_output(args), details=details)
         seconds = time.perf_counter() - start
     report = {"network": network, "score": values["zico"], **details,
+              **({"proxies": values} if len(proxies) > 1 else {}),
               "params": sum(p.numel() for p in model.parameters()), "flops": cost.flops if cost else None,
               "seconds": seconds, "seed": args.seed, "init_seed": init_seed(args.seed, seed_key),
               "data": data_info(args, resolution), "repro": repro_record(device, args.threads, batches)}
     human = sys.stderr if args.out == "-" else sys.stdout
     print(f"{network}\nZiCo score {values['zico']:.4f}  ({len(details['layer_terms'])} layers scored, "
           f"{len(details['skipped'])} skipped, {report['params']:,} params, {seconds:.2f} s on {device})", file=human)
+    if len(proxies) > 1:
+        print("  ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "zico"), file=human)
     text = json.dumps(report, indent=2)
     if args.out == "-":
         print(text)
@@ -176,7 +183,7 @@ def search(args) -> int:
                         strategy=args.strategy, seed=args.seed, generation=args.generation,
                         max_flops=args.max_flops, max_params=args.max_params, max_depth=args.max_depth,
                         log_path=log, device=device, workers=args.workers, threads=args.threads,
-                        progress=not args.no_progress)
+                        proxies=engine_names(args.proxies)[0], fitness=args.fitness, progress=not args.no_progress)
     names = write_search_outputs(result, out, data_info(args, space.resolution))
     if result.best_arch is None:
         print(f"no candidate could be scored ({result.failed} failed); see {log}", file=sys.stderr)
@@ -184,7 +191,7 @@ def search(args) -> int:
     cost = result.best_cost
     print(f"best architecture (iteration {result.best_iteration} of {result.iterations}; {result.scored} scored, "
           f"{result.cached} cached, {result.failed} failed, {result.discarded} over budget):\n{result.best_arch}\n"
-          f"ZiCo score {result.best_score:.4f}  params {cost.params:,}  FLOPs {cost.flops:,}  depth {cost.depth}\n"
+          f"{'ensemble fitness' if args.fitness == 'ensemble' else 'ZiCo score'} {result.best_score:.4f}  params {cost.params:,}  FLOPs {cost.flops:,}  depth {cost.depth}\n"
           f"outputs in {out}/: {SEARCH_LOG}, {', '.join(names)}")
     return 0
 
@@ -204,7 +211,8 @@ def correlate(args) -> int:
     out = Path(args.out)
     result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=truth,
                            truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
-                           device=device, threads=args.threads, workers=args.workers, progress=not args.no_progress)
+                           device=device, threads=args.threads, workers=args.workers,
+                           proxies=engine_names(args.proxies)[0], progress=not args.no_progress)
     data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
     names = write_correlate_outputs(result, out, data)
     c = result.report["correlations"]

@@ -117,10 +117,15 @@ def build_report(table: Truth, rows, records: list[dict], space, settings: dict)
             correlations[name] = rank_correlations([_num(r["values"].get(name)) for r in first], truth)
     for column in table.compare_columns:
         correlations[column] = rank_correlations([r.compare[column] for r in rows], truth)
+    from zico_fast.proxies.evaluation import ensemble_and_top_of_ranking  # population columns of the proxies
+
+    ensemble, top_of_ranking = ensemble_and_top_of_ranking(first, truth, costs, settings["proxies"])
+    if ensemble is not None:
+        correlations["ensemble"] = ensemble
     seconds = [r["seconds"] for r in records if r.get("seconds") is not None] or [math.nan]
     report = {"n": n, "truth_column": table.column, "truth_file": Path(table.path).name,
               "truth_sha256": table.sha256, "settings": settings, "correlations": correlations,
-              "compare_columns": table.compare_columns,
+              "compare_columns": table.compare_columns, "top_of_ranking": top_of_ranking,
               "failed": [{"arch_index": r["arch_index"], "repeat": r["repeat"], "error": r["error"]}
                          for r in records if r["score"] is None],
               "timings": {"scoring_seconds_total": round(float(np.nansum(seconds)), 2),

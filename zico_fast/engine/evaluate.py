@@ -16,7 +16,7 @@ def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=N
              details: dict | None = None) -> dict[str, float]:
     """{proxy: value} of a built model on `batches` (ZiCo alone by default); the model is left as
     scoring left it. Non-finite values come back as NaN for the caller to judge. `details`, when
-    given, receives ZiCo's per-layer terms and skipped layers (plain ZiCo only)."""
+    given, receives ZiCo's per-layer terms and skipped layers."""
     if tuple(proxies) == ("zico",):  # the plain path: exactly zico_score
         from zico_fast.scorer import zico_score
 
@@ -26,7 +26,8 @@ def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=N
         return {"zico": result.score}
     from zico_fast.proxies import compute
 
-    return compute(model, batches, tuple(proxies), cost=cost, restore=False, nonfinite="nan")
+    return compute(model, batches, tuple(proxies), cost=cost, restore=False, nonfinite="nan",
+                   select_output=select_output, details=details)
 
 
 def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAULT_PROXIES) -> dict:

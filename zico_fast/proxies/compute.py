@@ -28,13 +28,15 @@ TRAINABILITY_SEED = 0
 
 def compute(model: nn.Module, batches: Iterable, names=("zico",), *, cost: Cost | None = None,
             loss_fn: Callable = F.cross_entropy, layers: LayerSelector = None, blocks: BlockSelector = None,
-            restore: bool = True, nonfinite: str = "raise", select_output: Callable | None = None) -> dict[str, float]:
+            restore: bool = True, nonfinite: str = "raise", select_output: Callable | None = None,
+            details: dict | None = None) -> dict[str, float]:
     """{proxy name: value} for `names` (a tuple, "zico,params,..." or "all"); higher = better.
 
     `cost` (e.g. `space.cost(arch)`) feeds params/flops; `layers` picks the ZiCo-scored weights (and
     so the weights grad_norm/snip/gsnr/zico_bc read); `blocks` the modules whose outputs AZ-NAS's
     proxies measure (default: the elements of the model's longest Sequential/ModuleList).
-    `loss_fn`, `restore`, `nonfinite` and `select_output` are zico_score's. A proxy that is undefined for a network
+    `loss_fn`, `restore`, `nonfinite` and `select_output` are zico_score's; `details`, when given,
+    receives ZiCo's layer_terms, skipped and num_batches. A proxy that is undefined for a network
     (e.g. NASWOT's kernel is singular) comes out -inf or NaN, never an exception.
     """
     names = resolve_names(names)
@@ -53,6 +55,8 @@ def compute(model: nn.Module, batches: Iterable, names=("zico",), *, cost: Cost 
     finally:
         taps.detach()
     out["zico"] = result.score
+    if details is not None:
+        details.update(layer_terms=result.layer_terms, skipped=result.skipped, num_batches=result.num_batches)
     out.update(taps.values(result))
     return {n: out[n] for n in names}
 

@@ -19,7 +19,6 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 #: The default members, chosen BEFORE any report-half row was scored, by `greedy_members` on 90
 #: fit-half NB201 dev rows (validation/results/nb201_proxies/dev_fit_subset.jsonl): NASWOT, ZiCo-BC and
@@ -34,6 +33,8 @@ def _key(value: float) -> float:
 
 def rank_aggregate(columns: Mapping[str, Sequence[float]], members: Sequence[str] = ENSEMBLE_MEMBERS) -> np.ndarray:
     """The ensemble value of each network, from one column of values per member proxy."""
+    from scipy.stats import rankdata  # scipy is optional for scoring and search; ranking needs it
+
     missing = [m for m in members if m not in columns]
     if missing:
         raise ValueError(f"the ensemble needs proxies {missing}; compute them too (or choose other members)")

@@ -37,3 +37,29 @@ def ranking_quality(proxy: Sequence[float], truth: Sequence[float], top_fraction
             f"top{tag}_hit": len(set(by_proxy) & set(by_truth)) / k,
             f"ndcg{tag}": float((gain[by_proxy] * discount).sum() / (gain[by_truth] * discount).sum()),
             "n": m}
+
+
+def ensemble_and_top_of_ranking(records: list[dict], truth: Sequence[float], costs, proxies: Sequence[str]) -> tuple[dict | None, dict]:
+    """For a correlate run (first-repeat records in row order): the `ensemble` column's correlations
+    (None unless every member was computed) and every column's top-10% hit rate and nDCG@10%."""
+    from zico_fast.proxies.ensemble import ENSEMBLE_MEMBERS, rank_aggregate
+    from zico_fast.ranking import rank_correlations
+
+    def value(record, name):
+        v = record.get("values", {}).get(name) if record.get("score") is not None else None
+        return math.nan if v is None else float(v)
+
+    columns = {"zico": [math.nan if r.get("score") is None else float(r["score"]) for r in records],
+               "params": [c.params for c in costs], "flops": [c.flops for c in costs]}
+    for name in proxies:
+        columns.setdefault(name, [value(r, name) for r in records])
+    ensemble = None
+    if all(m in columns for m in ENSEMBLE_MEMBERS):
+        columns["ensemble"] = list(rank_aggregate(columns, ENSEMBLE_MEMBERS))
+        ensemble = {**rank_correlations(columns["ensemble"], truth), "members": list(ENSEMBLE_MEMBERS),
+                    "aggregation": "sum over members of log(rank/m) over this run's rows (AZ-NAS)"}
+    top = {}
+    for name, values in columns.items():
+        q = ranking_quality(values, truth)
+        top[name] = {"top10_hit": q["top10_hit"], "ndcg10": q["ndcg10"]}
+    return ensemble, top
