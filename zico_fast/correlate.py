@@ -21,7 +21,7 @@ from zico_fast.engine.pool import Task, WorkerConfig, make_backend
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
 from zico_fast.engine.run_log import RunLog, RunLogError
 from zico_fast.errors import ZiCoUserError
-from zico_fast.ranking import rank_correlations, stability_summary
+from zico_fast.ranking import rank_correlations, stability_summary, warn_if_few
 from zico_fast.truth import BUNDLED_TRUTH, DEFAULT_TRUTH_COLUMN, Truth, load_truth, sample_rows
 
 
@@ -117,6 +117,7 @@ def build_report(table: Truth, rows, records: list[dict], space, settings: dict)
             correlations[name] = rank_correlations([_num(r["values"].get(name)) for r in first], truth)
     for column in table.compare_columns:
         correlations[column] = rank_correlations([r.compare[column] for r in rows], truth)
+    warn_if_few(correlations["zico"]["n"])
     from zico_fast.proxies.evaluation import ensemble_and_top_of_ranking  # population columns of the proxies
 
     ensemble, top_of_ranking = ensemble_and_top_of_ranking(first, truth, costs, settings["proxies"])

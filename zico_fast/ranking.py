@@ -15,6 +15,13 @@ class FewRowsWarning(UserWarning):
     """A correlation computed on fewer than FEW_ROWS rows."""
 
 
+def warn_if_few(n: int) -> None:
+    """One warning for a report whose correlations rest on fewer than FEW_ROWS architectures."""
+    if n < FEW_ROWS:
+        warnings.warn(f"the rank correlations rest on only {n} architectures (fewer than {FEW_ROWS}), which is "
+                      "mostly noise; score more rows", FewRowsWarning, stacklevel=3)
+
+
 def rank_correlations(x: Sequence[float], y: Sequence[float]) -> dict:
     """Kendall tau-b and Spearman rho (scipy.stats) of x against y over the pairs where both are finite.
 
@@ -31,9 +38,6 @@ def rank_correlations(x: Sequence[float], y: Sequence[float]) -> dict:
     a, b = a[keep], b[keep]
     n = int(a.size)
     nan = {"kendall_tau": math.nan, "kendall_p": math.nan, "spearman": math.nan, "spearman_p": math.nan, "n": n}
-    if n < FEW_ROWS:
-        warnings.warn(f"a rank correlation on only {n} architectures (fewer than {FEW_ROWS}) is mostly noise; "
-                      "score more rows", FewRowsWarning, stacklevel=2)
     if n < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return nan
     tau = stats.kendalltau(a, b)  # tau-b: ties in either variable are accounted for

@@ -1,0 +1,123 @@
+"""The run engine: the run log (readers never write, the resuming writer repairs, errors name file
+and line), the seed rule, crash isolation in the process backend, and logs that do not depend on the
+backend or on the order in which results arrive."""
+import json
+
+import pytest
+import torch
+
+from engine_spaces import CrashingSpace
+from zico_fast.correlate import correlate
+from zico_fast.engine import (InProcessBackend, ProcessBackend, RunLog, RunLogError, Task, WorkerConfig,
+                              build_seeded, init_seed, read_run_log)
+from zico_fast.search import search
+from zico_fast.spaces.nb201 import NB201Space
+
+SPACE = NB201Space(C=4, N=1, resolution=16)
+
+
+@pytest.fixture(scope="module")
+def batches():
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, 3, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen)) for _ in range(2)]
+
+
+def test_run_log_round_trip_and_torn_tail(tmp_path):
+    path = tmp_path / "run.jsonl"
+    log = RunLog(path, "search")
+    assert log.open({"seed": 1}) == []
+    assert not path.exists()  # the header comes with the first record
+    for i in range(2):
+        log.append({"id": i, "x": i})
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b'{"id": 2, "x"')  # killed mid-write
+    torn = path.read_bytes()
+    header, records = read_run_log(path)
+    assert header["settings"] == {"seed": 1} and [r["id"] for r in records] == [0, 1]
+    assert path.read_bytes() == torn  # a reader never writes
+    log = RunLog(path, "search")
+    assert [r["id"] for r in log.open({"seed": 1})] == [0, 1]
+    log.append({"id": 2, "x": 2})
+    log.close()
+    assert [r["x"] for r in read_run_log(path)[1]] == [0, 1, 2]
+    with pytest.raises(RunLogError, match=r"other settings \(seed: 1 -> 2\)"):
+        RunLog(path, "search").open({"seed": 2})
+    with pytest.raises(RunLogError, match="is a search log, not a correlate log"):
+        RunLog(path, "correlate").open({"seed": 1})
+
+
+def test_damaged_logs_name_file_and_line(tmp_path):
+    path = tmp_path / "run.jsonl"
+    header = json.dumps({"format": "zico_fast.run/1", "kind": "search", "settings": {}})
+    path.write_text(header + '\n{"id": 0}\nnot json\n')
+    with pytest.raises(RunLogError, match=rf"{path}:3: not a JSON line"):
+        read_run_log(path)
+    path.write_text(header + '\n{"id": 0}\n{"iteration": 1}\n')  # valid JSON, not a record
+    with pytest.raises(RunLogError, match=rf"{path}:3: a JSON line without id"):
+        RunLog(path, "search").open({})
+    path.write_text('{"some": "other file"}\n')
+    with pytest.raises(RunLogError, match=rf"{path}:1: not a zico_fast.run/1 header"):
+        read_run_log(path)
+
+
+def test_seed_rule_depends_on_seed_and_key_only():
+    arch = SPACE.arch_from_index(1234)
+    assert init_seed(0, SPACE.key(arch)) == init_seed(0, arch) != init_seed(1, arch)
+    before = torch.random.get_rng_state()
+    a, b = build_seeded(SPACE, arch, 7), build_seeded(SPACE, arch, 7)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_a_native_crash_fails_its_candidate_alone(batches):
+    space = CrashingSpace()
+    archs = [space.arch_from_index(i) for i in (1, 3, 2, 6, 4)]  # 3 and 6 crash
+    config = WorkerConfig(space, [batches], "cpu", 1, 0)
+    backend = ProcessBackend(1)
+    backend.start(config)
+    try:
+        got = {task.id: rec for task, rec in backend.run([Task(i, a) for i, a in enumerate(archs)])}
+    finally:
+        backend.close()
+    assert backend.respawned == 2
+    for i, arch in enumerate(archs):
+        if space.crashes(arch):
+            assert got[i]["score"] is None and "SIGSEGV" in got[i]["error"]
+        else:
+            plain = InProcessBackend()
+            plain.start(config)
+            assert got[i]["score"] == next(plain.run([Task(i, arch)]))[1]["score"]  # bit for bit
+
+
+@pytest.mark.slow
+def test_search_goes_on_past_native_crashes(batches, tmp_path):
+    space = CrashingSpace(every=2)
+    result = search(space, batches, iterations=6, population=4, generation=3, strategy="random",
+                    log_path=tmp_path / "log.jsonl", threads=1, workers=2)
+    records = read_run_log(tmp_path / "log.jsonl")[1]
+    crashed = [r for r in records if space.crashes(r["arch"])]
+    assert result.iterations == 6 and crashed and result.failed == len(crashed)
+    assert all("died (killed by SIGSEGV)" in r["error"] for r in crashed if r["cached_from"] is None)
+
+
+class ReversedBackend(InProcessBackend):
+    """Returns every batch of results in reverse order, as a slow first worker would."""
+
+    def run(self, tasks):
+        return reversed(list(super().run(tasks)))
+
+
+def stripped(path):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_run_log(path)[1]]
+
+
+def test_arrival_order_never_changes_a_log(batches, tmp_path):
+    for name, backend in (("in_order", InProcessBackend()), ("reversed", ReversedBackend())):
+        search(SPACE, batches, iterations=8, population=3, generation=4, seed=2, threads=1,
+               log_path=tmp_path / f"search_{name}.jsonl", backend=backend)
+    assert stripped(tmp_path / "search_in_order.jsonl") == stripped(tmp_path / "search_reversed.jsonl")
+    for name, backend in (("in_order", InProcessBackend()), ("reversed", ReversedBackend())):
+        correlate(SPACE, [batches], log_path=tmp_path / f"cor_{name}.jsonl", sample=4, threads=1, backend=backend)
+    assert stripped(tmp_path / "cor_in_order.jsonl") == stripped(tmp_path / "cor_reversed.jsonl")
