@@ -19,9 +19,16 @@ class RunLogError(ZiCoUserError):
     """A log that cannot be read or resumed; the message names the file (and line)."""
 
 
-def settings_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    """(key, old value, new value) for every setting that differs, sorted by key."""
-    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+def settings_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) for every setting that differs, nested dicts walked."""
+    changes = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += settings_changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            changes.append((f"{prefix}{k}", a, b))
+    return changes
 
 
 def _parse(path: Path, data: bytes, required: tuple[str, ...]) -> tuple[dict | None, list[dict], int]:
