@@ -48,3 +48,23 @@ def test_engine_zico_value_unchanged_by_other_proxies(batches):
     every = evaluate(build_seeded(SPACE, arch, 0), batches, ("all",), cost=SPACE.cost(arch))
     assert every["zico"] == plain["zico"]
     assert set(every) > {"zico", "naswot", "trainability"}
+
+
+@pytest.mark.slow
+def test_correlate_reports_the_ensemble_and_keeps_the_zico_column(tmp_path):
+    from zico_fast.correlate import correlate
+    from zico_fast.data import make_batches
+    from zico_fast.proxies import ALL
+
+    space = NB201Space()
+    data = [make_batches(batch_size=8, num_batches=2, seed=0)]
+    kw = dict(sample=10, seed=0, threads=1)
+    plain = correlate(space, data, log_path=tmp_path / "plain.jsonl", backend=InProcessBackend(), **kw)
+    every = correlate(space, data, log_path=tmp_path / "all.jsonl", backend=InProcessBackend(), proxies=ALL, **kw)
+    assert [r["score"] for r in every.records] == [r["score"] for r in plain.records]  # bit for bit
+    c = every.report["correlations"]
+    assert set(ALL) | {"ensemble"} <= set(c)
+    assert c["ensemble"]["members"] == list(ENSEMBLE_MEMBERS) and -1 <= c["ensemble"]["kendall_tau"] <= 1
+    assert "ensemble" not in plain.report["correlations"]
+    top = every.report["top_of_ranking"]["ensemble"]
+    assert 0 <= top["top10_hit"] <= 1 and 0 < top["ndcg10"] <= 1
