@@ -43,7 +43,7 @@ def test_score_nb201_arch_and_index(tmp_path, capsys):
     index = NB201Space().index_of(ARCH)
     assert main(["score", "--index", str(index), "--out", str(tmp_path / "i.json"), *SMALL]) == 0
     assert json.loads((tmp_path / "i.json").read_text())["score"] == report["score"]  # same init seed
-    assert report["threads"] == 1
+    assert report["repro"]["threads"] == 1 and report["repro"]["cudnn_deterministic"]
 
 
 def test_score_module_factory(tmp_path, capsys, monkeypatch):
@@ -86,11 +86,17 @@ def test_search_writes_outputs_and_resumes(tmp_path, capsys):
     (["score", "--arch", ARCH, "--data", "/no/such/data.npz"], "no data at"),
     (["score", "--arch", ARCH, "--batch-size", "4096"], "need"),
     (["score", "--arch", ARCH, "--num-classes", "5"], "--num-classes"),
+    (["score", "--arch", ARCH, "--synthetic", "--data", "x.npz"], "exclude each other"),
+    (["score", "--arch", ARCH, "--device", "mps"], "not available on this machine"),
+    (["score", "--arch", ARCH, "--device", "tpu"], "not a torch device"),
+    (["search", "--device", "mps", "--out", "{tmp}"], "not available on this machine"),
+    (["correlate", "--device", "mps", "--out", "{tmp}"], "not available on this machine"),
     (["search", "--max-params", "10", "--out", "{tmp}", "--no-progress"], "impossible budget"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    assert main(args + ["--device", "cpu", "--batch-size", "8"] * ("--batch-size" not in args)) == 2
+    device = [] if "--device" in args else ["--device", "cpu"]
+    assert main(args + device + ["--batch-size", "8"] * ("--batch-size" not in args)) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
@@ -106,6 +112,139 @@ def test_python_dash_m_entry_point():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "zico_fast", "score", "--arch", "nonsense"], env=env,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith("zico-fast: error:") and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("zico-fast score: error:") and "Traceback" not in done.stderr
     assert "search" in subprocess.run([sys.executable, "-m", "zico_fast", "--help"], env=env, capture_output=True,
                                       text=True, timeout=120).stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", [["score", "--arch", ARCH], ["search", "--out", "{tmp}"],
+                                     ["correlate", "--out", "{tmp}"]])
+def test_missing_cuda_is_one_line(command, tmp_path, capsys):
+    assert main([a.replace("{tmp}", str(tmp_path / "o")) for a in command] + ["--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda' is not available" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["search", "--out", "o", "--threads", "-2"], ["search", "--out", "o", "--threads", "0"],
+    ["search", "--out", "o", "--workers", "0"], ["score", "--arch", ARCH, "--resolution", "0"],
+    ["search", "--out", "o", "--iterations", "0"], ["search", "--out", "o", "--batches", "1"],
+    ["correlate", "--out", "o", "--workers", "0"], ["score", "--arch", ARCH, "--threads", "0"],
+])
+def test_bad_numbers_are_rejected_up_front(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "must be at least" in err
+
+
+def test_model_factory_that_needs_arguments_says_so(tmp_path, capsys):
+    (tmp_path / "nets.py").write_text("def needs(width):\n    return None\n")
+    assert main(["score", "--model", f"{tmp_path / 'nets.py'}:needs", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "needs(width) needs arguments" in err and err.count("\n") == 1
+
+
+def test_model_with_tuple_output_and_output_index(tmp_path, capsys):
+    (tmp_path / "nets.py").write_text(FACTORY + """
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = tiny()
+
+    def forward(self, x):
+        return self.net(x), x.mean()
+
+def pair():
+    return Pair()
+""")
+    spec = f"{tmp_path / 'nets.py'}:pair"
+    assert main(["score", "--model", spec, *SMALL]) == 2
+    assert "select_output" in capsys.readouterr().err
+    assert main(["score", "--model", spec, "--output-index", "0", *SMALL]) == 0
+
+
+def test_score_out_dash_is_pure_json_and_out_folders_are_created(tmp_path, capsys):
+    assert main(["score", "--arch", ARCH, "--out", "-", *SMALL]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["network"] == ARCH and "ZiCo score" in captured.err
+    nested = tmp_path / "new" / "folder" / "s.json"
+    assert main(["score", "--arch", ARCH, "--out", str(nested), *SMALL]) == 0
+    assert json.loads(nested.read_text())["score"] == json.loads(captured.out)["score"]
+
+
+def test_version_and_help_list_every_command_and_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("zico-fast 0.")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert all(name in top for name in ("score", "search", "correlate"))
+    for command in ("score", "search", "correlate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--threads THREADS torch intra-op" in text and "(default: 1)" in text and "(default: 128)" in text
+
+
+def test_missing_optional_dependencies_are_named_before_the_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    import zico_fast.reporting
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else find_spec(name, *a))
+    assert main(["correlate", "--out", str(tmp_path / "c"), *SMALL]) == 2
+    assert "pip install 'zico_fast[validate]'" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    monkeypatch.setattr(zico_fast.reporting, "plotting_available", lambda: False)
+    args = ["search", "--iterations", "2", "--population", "2", "--out", str(tmp_path / "s"), "--no-progress", *SMALL]
+    assert main(args) == 0  # the result is kept; the figure is a warning
+    err = capsys.readouterr().err
+    assert "search.png not drawn: matplotlib is missing (pip install 'zico_fast[plot]')" in err
+    assert json.loads((tmp_path / "s" / "best.json").read_text())["arch"] and not (tmp_path / "s" / "search.png").exists()
+
+
+@pytest.mark.slow
+def test_score_search_and_correlate_agree_bit_for_bit(tmp_path, capsys):
+    """The seed rule: one architecture, seed, batches and thread count give one score in every command."""
+    common = ["--seed", "3", "--batch-size", "8", "--device", "cpu", "--threads", "1"]
+    assert main(["search", "--iterations", "2", "--generation", "2", "--population", "2", "--out",
+                 str(tmp_path / "s"), "--no-progress", *common]) == 0
+    from zico_fast.engine import read_run_log
+
+    searched = read_run_log(tmp_path / "s" / "search.jsonl")[1]
+    space = NB201Space()
+    rows = [[space.index_of(r["arch"]), r["arch"], float(i)] for i, r in enumerate(searched)]
+    (tmp_path / "t.csv").write_text("arch_index,arch_string,cifar10_test_acc\n"
+                                    + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    assert main(["correlate", "--truth", str(tmp_path / "t.csv"), "--out", str(tmp_path / "c"), "--no-progress",
+                 *common]) == 0
+    correlated = {r["arch"]: r["score"] for r in read_run_log(tmp_path / "c" / "scores.jsonl")[1]}
+    capsys.readouterr()
+    for record in searched:
+        assert main(["score", "--arch", record["arch"], "--out", "-", *common]) == 0
+        scored = json.loads(capsys.readouterr().out)
+        assert scored["score"] == record["score"] == correlated[record["arch"]]
+        assert scored["init_seed"] == record["init_seed"]
+
+
+def test_search_resume_with_fewer_iterations_is_refused(tmp_path, capsys):
+    args = ["search", "--iterations", "3", "--population", "2", "--out", str(tmp_path), "--no-progress", *SMALL]
+    assert main(args) == 0
+    best = (tmp_path / "best.json").read_bytes()
+    assert main(args[:2] + ["2"] + args[3:]) == 2
+    assert "already holds 3 candidates" in capsys.readouterr().err
+    assert (tmp_path / "best.json").read_bytes() == best
+
+
+def test_corrupt_search_log_names_file_and_line(tmp_path, capsys):
+    args = ["search", "--iterations", "2", "--population", "2", "--out", str(tmp_path), "--no-progress", *SMALL]
+    assert main(args) == 0
+    log = tmp_path / "search.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text(lines[0] + '{"iteration": 0}\n' + "".join(lines[2:]))
+    assert main(args) == 2
+    assert f"{log}:2: a JSON line without id" in capsys.readouterr().err

@@ -120,7 +120,9 @@ def build_report(table: Truth, rows, records: list[dict], space, settings: dict)
     warn_if_few(correlations["zico"]["n"])
     from zico_fast.proxies.evaluation import ensemble_and_top_of_ranking  # population columns of the proxies
 
-    ensemble, top_of_ranking = ensemble_and_top_of_ranking(first, truth, costs, settings["proxies"])
+    # top-k measures need at least 3 rows; below that the warning above has said enough
+    ensemble, top_of_ranking = (ensemble_and_top_of_ranking(first, truth, costs, settings["proxies"]) if n >= 3
+                                else (None, {}))
     if ensemble is not None:
         correlations["ensemble"] = ensemble
     seconds = [r["seconds"] for r in records if r.get("seconds") is not None] or [math.nan]
