@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Re-runs one validation study from a clone, into validation/results/<run>/ (resumes if interrupted).
+# Usage: bash validation/scripts/run.sh nb201_cifar10|nb201_stability|nb201_threads2 [extra zico-fast options]
+# Needs the `validate` extra (scipy, matplotlib): pip install -e '.[validate]'. Everything read is
+# in the repository (the bundled CIFAR-10 sample and zico_fast/data/nb201_dev.csv).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ZICO=${ZICO:-.venv/bin/zico-fast}
+run=${1:?usage: run.sh nb201_cifar10|nb201_stability|nb201_threads2 [options]}
+shift
+out=validation/results/$run
+case $run in
+  # The paper's protocol on all 725 bundled NB201 rows: 2 batches of 128 real CIFAR-10 images, seed 0,
+  # one thread per worker (scores depend on the thread count; workers only change the speed).
+  nb201_cifar10) exec "$ZICO" correlate --space nb201 --out "$out" --no-progress "$@" ;;
+  # 100 rows x 3 batch draws (data seeds 0, 1, 2): how much the ranking moves with the batches.
+  nb201_stability) exec "$ZICO" correlate --space nb201 --sample 100 --repeats 3 --out "$out" --no-progress "$@" ;;
+  # The same 100 rows with two intra-op threads: how much float rounding moves the scores and the ranking.
+  nb201_threads2) exec "$ZICO" correlate --space nb201 --sample 100 --threads 2 --out "$out" --no-progress "$@" ;;
+  *) echo "unknown run $run; choose nb201_cifar10, nb201_stability or nb201_threads2" >&2; exit 2 ;;
+esac
