@@ -115,6 +115,8 @@ def make_case(seed: int):
         batches = [batches[0], (batches[0][0].clone(), batches[0][1].clone())]
         desc["repeated"] = True
     how = rng.choices(["score", "score_norestore", "user_loop"], [6, 2, 2])[0]
+    if how == "user_loop" and cpu_layout_hazard(model):
+        how = "score"  # the user's own passes would crash inside torch; zico_score must refuse
     desc.update(dtype=str(dtype).split(".")[-1], batches=len(batches), how=how, poison=poison,
                 nonfinite=rng.choice(["raise", "nan"]), params=sum(p.numel() for p in model.parameters()))
     return desc, model, batches
@@ -152,6 +154,12 @@ def changes(before: dict, after: dict, full: bool) -> list[str]:
     return out
 
 
+def cpu_layout_hazard(model) -> bool:
+    """A channels_last model with a strided 1x1 conv: torch's own CPU backward corrupts memory
+    there (zico_score refuses it with a clear error; a user loop would crash in torch itself)."""
+    return zico_fast.model_state.ModelPlan.build(model, None).cpu_layout_hazard() is not None
+
+
 def score(model, batches, desc):
     if desc["how"] == "user_loop":
         with zico_fast.ZiCo(model, nonfinite=desc["nonfinite"]) as zico:
@@ -174,6 +182,10 @@ def run_case(seed: int) -> dict:
             result, error = None, exc
     zero_warned = any(issubclass(w.category, zico_fast.ZeroSpreadWarning) for w in caught)
     problems = [] if desc["how"] == "user_loop" else changes(before, snapshot(model), desc["how"] == "score")
+    if cpu_layout_hazard(model):  # the oracle's plain passes would crash: the refusal is the answer
+        if not (isinstance(error, zico_fast.ZiCoUserError) and "channels_last model" in str(error)):
+            problems.append(f"channels_last strided 1x1 conv on CPU gave {error!r} instead of a refusal")
+        return {**desc, "outcome": "expected_error", "problems": problems, "error": str(error)[:200]}
     try:
         want_score, want_terms = zico_oracle(stacks := gradient_stacks(model, batches))
         finite = all(bool(torch.isfinite(torch.from_numpy(s)).all()) for s in stacks.values())

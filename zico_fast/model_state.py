@@ -63,6 +63,8 @@ class ModelPlan:
     batchnorm_flags: list[tuple[nn.Module, object]]  # every stock BatchNorm's track_running_stats as built
     other_buffers: list[torch.Tensor]  # buffers a forward may write that we must copy to restore
     custom_train: bool  # some module overrides train(): call model.train() instead of setting flags
+    strided_1x1: list[tuple[str, nn.Conv2d]]  # see cpu_layout_hazard
+    conv_weights: list[torch.Tensor]
 
     @classmethod
     def build(cls, model: nn.Module, selector: LayerSelector) -> "ModelPlan":
@@ -82,8 +84,24 @@ class ModelPlan:
         buffers = list({id(b): b for m in modules for b in m._buffers.values()
                         if b is not None and id(b) not in skip}.values())
         custom_train = any(type(m).train is not nn.Module.train for m in modules)
+        strided_1x1 = [(name, m) for name, m in named if isinstance(m, nn.Conv2d)
+                       and m.kernel_size == (1, 1) and max(m.stride) > 1]
         return cls(_generation, selector, layers, skipped, checks, modules[1:], params, batchnorms, flags,
-                   buffers, custom_train)
+                   buffers, custom_train, strided_1x1,
+                   [m.weight for _, m in named if isinstance(m, nn.Conv2d) and isinstance(m.weight, torch.Tensor)])
+
+    def cpu_layout_hazard(self) -> str | None:
+        """Name of a strided 1x1 conv in a model with channels_last conv weights, if any: its
+        activations are then channels_last too, and torch 2.13's CPU backward of a strided 1x1 conv on channels_last
+        input corrupts the heap (seen as segfaults and glibc aborts, also with no zico_fast op in
+        the run). Checked per call: a .to(memory_format=...) changes layouts without registering."""
+        if not self.strided_1x1 or self.strided_1x1[0][1].weight.device.type != "cpu":
+            return None
+        # A 1x1 depthwise weight is "contiguous" in both formats: look at every conv weight.
+        if any(w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+               for w in self.conv_weights):
+            return self.strided_1x1[0][0]
+        return None
 
     def is_current(self, selector: LayerSelector) -> bool:
         if self.generation != _generation or not (selector is self.selector or selector == self.selector):

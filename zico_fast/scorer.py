@@ -190,7 +190,8 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
 
     The authors' protocol: train mode, and per batch a forward, `loss_fn(logits, targets)` (mean
     cross-entropy by default; F.mse_loss for regression) and a backward from zeroed gradients.
-    Inputs are made contiguous first (channels_last inputs reach a torch CPU kernel that crashes).
+    Inputs are made contiguous first (channels_last inputs reach a torch CPU kernel that crashes);
+    a channels_last model with a strided 1x1 conv is refused on the CPU for the same reason.
 
     unpack_batch(batch) -> (inputs, targets): for loaders whose items are not (inputs, targets),
     e.g. `lambda b: (b[0], b[1])` for (x, y, index) or `lambda b: (b["image"], b["label"])`.
@@ -205,6 +206,12 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
     if nonfinite not in ("raise", "nan"):
         raise ValueError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
     plan = model_plan(model, layers)
+    hazard = plan.cpu_layout_hazard()
+    if hazard is not None:
+        raise ZiCoUserError(
+            f"layer {hazard!r} is a strided 1x1 conv in a channels_last model on the CPU, where torch's conv "
+            "backward corrupts memory and crashes the process; score a contiguous copy: "
+            "zico_score(copy.deepcopy(model).to(memory_format=torch.contiguous_format), ...)")
     saved = plan.capture(model) if restore else None
     stats = GradientStatistics(len(plan.layers), int(bucket_mb * 2**20))
     weights = [layer.weight for layer in plan.layers]
