@@ -86,6 +86,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
         torch.set_num_threads(config.threads)
@@ -156,7 +157,13 @@ class ProcessBackend:
             while todo and idle:
                 w = idle.pop()
                 task = todo.pop()
-                self._procs[w][1].send(task)
+                try:
+                    self._procs[w][1].send(task)
+                except OSError:  # the worker died while idle (e.g. the OOM killer): replace it
+                    self._procs[w][1].close()
+                    self._procs[w] = self._spawn()
+                    self.respawned += 1
+                    self._procs[w][1].send(task)
                 busy[w] = task
             by_handle = {}
             for w in busy:
