@@ -11,7 +11,6 @@ from zico_fast import ranking, truth as T
 from zico_fast.cli import main
 from zico_fast.correlate import correlate
 from zico_fast.engine import InProcessBackend, read_run_log
-from zico_fast.errors import ZiCoUserError
 from zico_fast.spaces.nb201 import NB201Space
 
 SPACE = NB201Space()

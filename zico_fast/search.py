@@ -16,7 +16,7 @@ from pathlib import Path
 from zico_fast.engine.evaluate import DEFAULT_PROXIES
 from zico_fast.engine.pool import Task, WorkerConfig, make_backend
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
-from zico_fast.engine.run_log import RunLog, RunLogError, read_run_log
+from zico_fast.engine.run_log import RunLog, RunLogError, stored_settings
 from zico_fast.engine.seeding import init_seed, proposal_rng
 from zico_fast.errors import ZiCoUserError
 from zico_fast.spaces.base import Cost, SearchSpace
@@ -117,7 +117,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
         proxies = tuple(dict.fromkeys((*proxies, *ENSEMBLE_MEMBERS)))
     _check_args(strategy, iterations, population, generation)
     log_path, device = Path(log_path), check_device(device)
-    stored = read_run_log(log_path)[0]["settings"] if log_path.is_file() and log_path.stat().st_size else {}
+    stored = stored_settings(log_path)
     threads = check_threads(threads or stored.get("repro", {}).get("threads"))
     budget = (max_flops, max_params, max_depth)
     settings = {"space": space.settings(), "strategy": strategy, "seed": seed, "population": population,

@@ -68,6 +68,15 @@ def read_run_log(path, required: tuple[str, ...] = ("id",)) -> tuple[dict, list[
     return header, records
 
 
+def stored_settings(path) -> dict:
+    """The settings in a log's header; {} when there is no log yet (or only a header torn by a kill)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    header = _parse(path, path.read_bytes(), ())[0]
+    return header["settings"] if header else {}
+
+
 class RunLog:
     """The single writer of one log. `open(settings)` checks a resumed log against `settings`
     (naming every difference), cuts a torn tail, and returns the logged records. A new log's header
