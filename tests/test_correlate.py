@@ -168,6 +168,30 @@ def test_resume_continues_without_rescoring(tmp_path, capsys):
     assert "repro.threads: 1 -> 2" in capsys.readouterr().err
 
 
+def test_report_only_reports_the_logged_prefix_without_writing_the_log(tmp_path, capsys):
+    truth = write_truth(tmp_path / "t.csv", good_rows())
+    out = tmp_path / "run"
+    assert run_cli(truth, out) == 0
+    full = json.loads((out / "report.json").read_text())
+    log = out / "scores.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:4]) + lines[4][:20])  # a run still writing: 3 records and a torn line
+    before = log.read_bytes()
+    assert run_cli(truth, out, "--report-only") == 0
+    assert log.read_bytes() == before  # read only: the torn line is the writer's to repair
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False and (report["rows_scored"], report["rows_total"]) == (3, 4)
+    z = [r["score"] for r in read_run_log(log)[1]]
+    acc = [next(row[2] for row in good_rows() if row[0] == r["arch_index"]) for r in read_run_log(log)[1]]
+    assert report["correlations"]["zico"]["kendall_tau"] == pytest.approx(stats.kendalltau(z, acc).statistic)
+    assert "Partial run: 3 of 4 rows" in (out / "summary.md").read_text()
+    assert run_cli(truth, out) == 0  # resuming completes it: the same report as the uninterrupted run
+    assert json.loads((out / "report.json").read_text())["correlations"] == full["correlations"]
+    capsys.readouterr()
+    assert run_cli(truth, out, "--report-only", "--batch-size", "16") == 2  # other settings: refused
+    assert "other settings" in capsys.readouterr().err
+
+
 def test_stability_mode_reports_spread_and_pairwise_agreement(tmp_path):
     rows = T.load_truth(write_truth(tmp_path / "t.csv", good_rows()), SPACE)
     from zico_fast.data import make_batches

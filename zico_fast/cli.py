@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--out", required=True, metavar="DIR",
                      help="output folder: scores.jsonl (the log; a rerun resumes it), report.json, summary.md, "
                           "scatter.png")
+    cor.add_argument("--report-only", action="store_true",
+                     help="score nothing: report on the rows the run in --out (same arguments) has logged so far")
     _add_space_options(cor)
     _add_data_options(cor)
     cor.set_defaults(command_name="correlate")

@@ -212,7 +212,8 @@ def correlate(args) -> int:
     result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=truth,
                            truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
                            device=device, threads=args.threads, workers=args.workers,
-                           proxies=engine_names(args.proxies)[0], progress=not args.no_progress)
+                           proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
+                           report_only=args.report_only)
     data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
     names = write_correlate_outputs(result, out, data)
     c = result.report["correlations"]

@@ -19,7 +19,7 @@ import numpy as np
 from zico_fast.engine.evaluate import DEFAULT_PROXIES
 from zico_fast.engine.pool import Task, WorkerConfig, make_backend
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
-from zico_fast.engine.run_log import RunLog, RunLogError
+from zico_fast.engine.run_log import RunLog, RunLogError, read_run_log, settings_changes
 from zico_fast.errors import ZiCoUserError
 from zico_fast.ranking import rank_correlations, stability_summary, warn_if_few
 from zico_fast.truth import BUNDLED_TRUTH, DEFAULT_TRUTH_COLUMN, Truth, load_truth, sample_rows
@@ -40,9 +40,12 @@ class CorrelateResult:
 def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, truth_column: str = DEFAULT_TRUTH_COLUMN,
               compare: Sequence[str] | None = None, sample: int | None = None, seed: int = 0, device="cpu",
               threads: int | None = None, workers: int = 1, backend=None, proxies=DEFAULT_PROXIES,
-              progress: bool = False) -> CorrelateResult:
+              progress: bool = False, report_only: bool = False) -> CorrelateResult:
     """Scores `sample` rows (None: all) of the ground-truth CSV `truth` on every batch set of
-    `batch_sets` (several: a stability study over batch draws), logging each to `log_path`."""
+    `batch_sets` (several: a stability study over batch draws), logging each to `log_path`.
+
+    report_only=True scores nothing: it reports on the rows a run with these settings has logged so
+    far (the log is only read, so a run still writing it is not disturbed); the report says how many."""
     if not batch_sets or any(len(b) < 2 for b in batch_sets):
         raise CorrelateError("every batch set needs at least 2 batches (ZiCo measures how gradients vary "
                              "between batches)")
@@ -55,6 +58,8 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, tru
                 "sample_sha256": hashlib.sha256(indices.encode()).hexdigest(), "repeats": len(batch_sets),
                 "proxies": list(proxies), "bn_mode": "train",
                 "repro": repro_record(device, threads, [b for s in batch_sets for b in s])}
+    if report_only:
+        return _report_logged(table, rows, space, settings, log_path)
     log = RunLog(log_path, "correlate", required=("id", "arch", "score"))
     logged = log.open(settings)
     tasks = [Task(rep * len(rows) + pos, row.arch, rep) for rep in range(len(batch_sets)) for pos, row in enumerate(rows)]
@@ -76,8 +81,30 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, tru
     report = build_report(table, rows, records, space, settings)
     report["timings"]["wall_seconds_this_run"] = round(time.perf_counter() - wall, 2)
     report["resumed_records"], report["scored_this_run"] = len(logged), len(todo)
+    report["complete"], report["rows_scored"], report["rows_total"] = True, len(rows), len(rows)
     zico = [_num(r["score"]) for r in records[:len(rows)]]
     return CorrelateResult(report, zico, [r.truth for r in rows], records)
+
+
+def _report_logged(table: Truth, rows, space, settings: dict, log_path) -> CorrelateResult:
+    # A long run's interim result: the rows are scored in file order, so the logged prefix is a fixed
+    # subset of the rows chosen before any score was seen, and a resumed run only extends it.
+    header, logged = read_run_log(log_path, required=("id", "arch", "score"))
+    changes = settings_changes(header.get("settings", {}), settings)
+    if changes:
+        raise CorrelateError(f"{log_path} was written with other settings ("
+                             + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:3])
+                             + "); pass the arguments of the run that wrote it")
+    if settings["repeats"] != 1:
+        raise CorrelateError("report_only needs a single-repeat run (repeats=1)")
+    done = min(len(logged), len(rows))
+    if done < 2:
+        raise CorrelateError(f"{log_path} holds {done} scored rows; at least 2 are needed for a report")
+    report = build_report(table, rows[:done], logged[:done], space, {**settings, "rows": done})
+    report["complete"] = done == len(rows)
+    report["rows_scored"], report["rows_total"] = done, len(rows)
+    zico = [_num(r["score"]) for r in logged[:done]]
+    return CorrelateResult(report, zico, [r.truth for r in rows[:done]], logged[:done])
 
 
 def _score_in_order(backend, todo, rows, records, log, progress, total) -> None:
