@@ -39,7 +39,6 @@ NVCC_FLAGS = ["-O3", "-lineinfo", "--fmad=false"]
 EXTRAS = {
     "plot": ["matplotlib"],                # search/correlate plots
     "validate": ["scipy", "matplotlib"],   # correlate: rank correlations and plots
-    "ray": ["ray"],                        # distributing a search over a Ray cluster
     "test": ["pytest", "pytest-benchmark", "scipy"],
 }
 EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "test" for dep in deps})

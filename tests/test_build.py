@@ -70,8 +70,8 @@ def test_building_without_torch_says_to_turn_off_build_isolation():
 
 def test_extras_cover_every_optional_import(setup_py):
     extras = setup_py.EXTRAS
-    assert {"plot", "validate", "ray", "all"} <= set(extras)
-    assert set(extras["all"]) >= {"matplotlib", "scipy", "ray"}
+    assert {"plot", "validate", "all"} <= set(extras)
+    assert set(extras["all"]) >= {"matplotlib", "scipy"}
     # Every third-party module imported at module level is a declared dependency (core or extra).
     declared = {"numpy", "tqdm", "torch", "zico_fast"} | {dep for deps in extras.values() for dep in deps}
     for path in (ROOT / "zico_fast").rglob("*.py"):
@@ -86,7 +86,7 @@ def test_extras_cover_every_optional_import(setup_py):
 def test_package_and_cli_import_without_optional_dependencies():
     # Installed with only install_requires, `import zico_fast` and the CLI must load: the optional
     # dependencies are checked when a command needs them, not at import.
-    code = ("import sys\nfor name in ('scipy', 'matplotlib', 'ray'): sys.modules[name] = None\n"
+    code = ("import sys\nfor name in ('scipy', 'matplotlib'): sys.modules[name] = None\n"
             "import zico_fast, zico_fast.cli, zico_fast.search, zico_fast.correlate\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
