@@ -104,7 +104,7 @@ def summary_markdown(report: dict) -> str:
              f"seed {s['seed']}); {d.get('batches', '?')} batches of {d.get('batch_size', '?')} images "
              f"({d.get('source', '?')}, data seed {d.get('data_seed', '?')}); default init, BN in train mode; "
              f"device {s['repro']['device']}, {s['repro']['threads']} thread(s), torch {s['repro']['torch']}.", "",
-             "| proxy | Kendall tau | Spearman | N | paper (all 15,625) tau / rho |", "|---|---|---|---|---|"]
+             "| proxy | Kendall tau | Spearman | N | paper (NB201, all 15,625) tau / rho |", "|---|---|---|---|---|"]
     if report.get("complete") is False:  # an interim report of a run still going (or stopped) part-way
         lines[2:2] = [f"**Partial run: {report['rows_scored']} of {report['rows_total']} rows scored so far** "
                       "(rows are scored in file order; rerunning the same command resumes the run).", ""]
