@@ -1,14 +1,14 @@
 """Proxies and the ensemble on the fixed fit / report halves of the NB201 dev rows.
 
 Reads a run's scores.jsonl (records holding an architecture index and proxy values; a run still in
-progress is fine), and writes split_report.json and split_report.md beside this script:
+progress is fine), and writes split_report.json and split_report.md in validation/results/nb201_proxies/:
 - every proxy's Kendall tau / Spearman / top-10% hit / nDCG@10% on the report half, the fit half and
   all rows (each population ranked within itself);
 - the ensemble with the frozen members (zico_fast.proxies.ENSEMBLE_MEMBERS, chosen on fit rows
   only) and AZ-NAS's own four members, for comparison;
 - per-architecture Spearman agreement of our proxies with NASLib's columns of the same networks.
 
-usage: python validation/results/nb201_proxies/split_report.py validation/results/nb201_cifar10/scores.jsonl
+usage: python validation/scripts/nb201_proxy_split.py validation/results/nb201_cifar10/scores.jsonl
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from zico_fast.proxies import ALL, ENSEMBLE_MEMBERS, rank_aggregate
 from zico_fast.proxies.evaluation import ranking_quality
 from zico_fast.proxies.split import split_of
 
-HERE = Path(__file__).parent
-TRUTH = Path(__file__).resolve().parents[3] / "zico_fast" / "data" / "nb201_dev.csv"
+HERE = Path(__file__).resolve().parents[1] / "results" / "nb201_proxies"  # outputs
+TRUTH = Path(__file__).resolve().parents[2] / "zico_fast" / "data" / "nb201_dev.csv"
 AZ_NAS_MEMBERS = ("expressivity", "progressivity", "trainability", "flops")
 NASLIB_PAIRS = {"naswot": "naslib_nwot", "snip": "naslib_snip", "grad_norm": "naslib_grad_norm",
                 "params": "naslib_params", "flops": "naslib_flops"}
@@ -91,5 +91,5 @@ def main(path: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: split_report.py <scores.jsonl>")
+        sys.exit("usage: nb201_proxy_split.py <scores.jsonl>")
     main(sys.argv[1])

@@ -1,7 +1,7 @@
 """Development run on FIT-half rows only: every proxy on a subset, resumable (appends JSONL).
 
 Used to choose the ensemble members before the full run; never touches report-half rows.
-usage: nice python validation/results/nb201_proxies/dev_fit_subset.py [N]
+usage: nice python validation/scripts/nb201_fit_subset.py [N]
 """
 import csv
 import hashlib
@@ -17,9 +17,9 @@ from zico_fast.proxies import compute
 from zico_fast.proxies.split import split_of
 from zico_fast.spaces import get_space
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "results" / "nb201_proxies"  # outputs
 OUT = HERE / "dev_fit_subset.jsonl"
-ROWS = Path(__file__).resolve().parents[3] / "zico_fast" / "data" / "nb201_dev.csv"
+ROWS = Path(__file__).resolve().parents[2] / "zico_fast" / "data" / "nb201_dev.csv"
 
 torch.set_num_threads(1)
 limit = int(sys.argv[1]) if len(sys.argv) > 1 else 100
