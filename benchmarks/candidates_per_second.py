@@ -19,27 +19,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zico_fast  # noqa: E402
 from zico_fast.data import make_batches  # noqa: E402
 from zico_fast.reference import authors_zico_score  # noqa: E402
 from zico_fast.spaces.nb201 import NB201Space  # noqa: E402
+from workloads import bare_passes  # noqa: E402
 
 NB201_SIZE = 15_625
 
 
-def bare(model, batches):
-    model.train()
-    for x, y in batches:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
-
-
 RUNNERS = {
-    "bare": bare,
+    "bare": bare_passes,
     "zico_score": lambda model, batches: zico_fast.zico_score(model, batches, restore=False),
     "authors": authors_zico_score,
 }

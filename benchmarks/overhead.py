@@ -31,18 +31,11 @@ import zico_fast  # noqa: E402
 from zico_fast.reference import authors_zico_score, zico_score_reference  # noqa: E402
 from zico_fast import _ops  # noqa: E402
 from zico_fast.spaces.nb201 import NB201Space  # noqa: E402
+from workloads import bare_passes  # noqa: E402
 from zico_fast.stats import NO_BAD_BATCH  # noqa: E402
 
 # 53 scored layers: stem, 3 conv edges in each of 15 cells, 2 reduction blocks (3 convs each), classifier.
 NB201_53 = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
-
-
-def bare(model, batches):
-    model.train()
-    for x, y in batches:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
 
 
 def bare_minimal(model, batches):
@@ -80,7 +73,7 @@ def kernel_arithmetic(model, batches):
 kernel_arithmetic.inputs = {}
 
 RUNNERS = {
-    "bare": bare,
+    "bare": bare_passes,
     "bare_minimal": bare_minimal,
     "kernel_arithmetic": kernel_arithmetic,
     "zico_score(restore=False)": lambda m, b: zico_fast.zico_score(m, b, restore=False),

@@ -7,20 +7,11 @@ pure-PyTorch statistics.
 """
 import pytest
 import torch
-import torch.nn.functional as F
 
 import zico_fast
-from workloads import MODELS
+from workloads import MODELS, bare_passes
 from zico_fast.data import make_batches
 from zico_fast.reference import authors_zico_score, zico_score_reference
-
-
-def bare_passes(model, batches):
-    model.train()
-    for x, y in batches:
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
 
 
 RUNNERS = {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zico_fast.reference import AuthorsStatistics, ForeachStatistics, ReferenceStatistics
@@ -91,3 +92,13 @@ def run_statistics(name: str, grad_sets, num_batches: int, device) -> torch.Tens
     if device == "cuda":
         torch.cuda.synchronize()
     return sums
+
+
+def bare_passes(model: nn.Module, batches) -> None:
+    """The baseline every scorer is timed against: train(), then per batch zero_grad + forward +
+    cross-entropy + backward, with the gradients dropped at the end (the passes ZiCo needs, nothing else)."""
+    model.train()
+    for x, y in batches:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
