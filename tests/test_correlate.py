@@ -213,3 +213,47 @@ def test_correlate_defaults_are_the_papers_settings():
     assert (args.batch_size, args.batches, args.seed, args.data_seed, args.repeats) == (128, 2, 0, 0, 1)
     assert args.space == "nb201" and args.sample is None and args.truth is None
     assert T.bundled_truth("nb201").name == "nb201_dev.csv"
+
+
+def test_repeated_architectures_are_scored_once_and_copied_exactly(tmp_path):
+    # NAS-Bench files list one cell under several rows; each distinct cell is scored once per batch
+    # set, and every copy must equal what scoring that row on its own gives.
+    from zico_fast.data import make_batches
+    from zico_fast.engine.evaluate import DEFAULT_PROXIES, score_candidate
+    from zico_fast.engine.repro import torch_settings
+    from zico_fast.spaces.nb101 import NB101Space
+
+    small = NB101Space(stem=8, stacks=1, cells_per_stack=1)
+    cells = ["input|conv3x3-bn-relu<0|output<1", "input|conv1x1-bn-relu<0|maxpool3x3<1|output<0,2",
+             "input|conv3x3-bn-relu<0|conv1x1-bn-relu<1|output<0,2"]
+    order = [0, 1, 0, 2, 1, 0]
+    path = write_truth(tmp_path / "t.csv", [[i, cells[c], 80.0 + i, 0.0] for i, c in enumerate(order)])
+    table = T.load_truth(path, small, "cifar10_test_acc", None)
+    sets = [make_batches(None, 4, 2, seed) for seed in (1, 2)]
+
+    class Counting(InProcessBackend):
+        def run(self, tasks):
+            self.sent = getattr(self, "sent", []) + [t.arch for t in tasks]
+            yield from reversed(list(super().run(tasks)))  # out of order, too
+
+    backend = Counting()
+    log = tmp_path / "s.jsonl"
+    records = correlate(small, sets, log_path=log, truth=table, threads=1, backend=backend).records
+    assert sorted(backend.sent) == sorted(cells * 2)  # three cells x two batch sets, nothing more
+    assert [r["id"] for r in records] == list(range(12)) and read_run_log(log)[1] == records
+    for r in records:
+        with torch_settings(1):  # the thread count the run scored with
+            alone = score_candidate(small, r["arch"], sets[r["repeat"]], 0, "cpu", DEFAULT_PROXIES)
+        assert r["score"] == alone["score"] and r["init_seed"] == alone["init_seed"]  # bit for bit
+        first = next(f for f in records if f["arch"] == r["arch"] and f["repeat"] == r["repeat"])
+        assert r["cached_from"] == (None if r is first else first["id"])
+        assert (r["seconds"] is None) == (r is not first)
+
+    # a resumed run copies from the records an earlier run logged, and scores only what is new
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:3]))  # header + rows 0 and 1 (cells 0 and 1 of batch set 0)
+    backend = Counting()
+    resumed = correlate(small, sets, log_path=log, truth=table, threads=1, backend=backend).records
+    assert sorted(backend.sent) == sorted([cells[2]] + cells)
+    timeless = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]  # noqa: E731
+    assert timeless(resumed) == timeless(records)

@@ -4,6 +4,9 @@ ground truth, scored on the run engine (the same log, seed rule and backend as t
 Every sampled architecture is scored on each batch set (one per repeat); records are logged in task
 order whatever order they arrive in, so a log does not depend on the workers or the backend, and a
 rerun with the same settings resumes where it stopped. Failed candidates are logged and left out.
+A row whose architecture (by `space.key`) was already scored on the same batch set is not scored
+again: the score is a function of the key, the seed and the batches, so its record copies the first
+one's values and names it in `cached_from` (benchmark files list one cell under several rows).
 """
 from __future__ import annotations
 
@@ -74,7 +77,7 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, tru
         if todo:
             backend.start(WorkerConfig(space, [[(x.cpu(), y.cpu()) for x, y in s] for s in batch_sets], str(device),
                                        threads, seed, tuple(proxies)))
-            _score_in_order(backend, todo, rows, records, log, progress, len(tasks))
+            _score_in_order(backend, todo, rows, records, log, progress, len(tasks), space)
     finally:
         log.close()
         backend.close()
@@ -107,24 +110,51 @@ def _report_logged(table: Truth, rows, space, settings: dict, log_path) -> Corre
     return CorrelateResult(report, zico, [r.truth for r in rows[:done]], logged[:done])
 
 
-def _score_in_order(backend, todo, rows, records, log, progress, total) -> None:
+def _score_in_order(backend, todo, rows, records, log, progress, total, space) -> None:
     # A reorder buffer: records are logged in task order, so the log is a prefix of the same list
     # under any backend or completion order, and a resume only needs the count of logged records.
     from tqdm.auto import tqdm
 
+    first_of = {}  # (key, batch set) -> id of the task that scores it
+    for r in records:
+        first_of.setdefault((space.key(r["arch"]), r["repeat"]), r["id"])
+    fresh, copies = [], {}  # copies: id of the scoring task -> later tasks with the same network
+    for task in todo:
+        first = first_of.setdefault((space.key(task.arch), task.batch_set), task.id)
+        (fresh.append(task) if first == task.id else copies.setdefault(first, []).append(task))
+    logged = {r["id"]: r for r in records}
     waiting, next_id = {}, todo[0].id
     bar = tqdm(total=total, initial=total - len(todo), disable=not progress, unit="arch", desc="correlate")
-    for task, rec in backend.run(todo):
+
+    def ready(task, rec, cached_from=None):
         row = rows[task.id % len(rows)]
         waiting[task.id] = {"id": task.id, "arch_index": row.arch_index, "arch": task.arch,
-                            "repeat": task.batch_set, **rec}
+                            "repeat": task.batch_set, **rec, "cached_from": cached_from}
         bar.update(1)
+
+    for first, later in list(copies.items()):
+        if first in logged:  # scored by an earlier run of this log
+            for task in copies.pop(first):
+                ready(task, {**_scored_part(logged[first]), "seconds": None}, first)
+    for task, rec in backend.run(fresh):
+        ready(task, rec)
+        for copy in copies.pop(task.id, []):
+            ready(copy, {**rec, "seconds": None}, task.id)
         while next_id in waiting:
             record = waiting.pop(next_id)
             log.append(record)
             records.append(record)
             next_id += 1
+    while next_id in waiting:  # copies of rows that an earlier run scored
+        record = waiting.pop(next_id)
+        log.append(record)
+        records.append(record)
+        next_id += 1
     bar.close()
+
+
+def _scored_part(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("id", "arch_index", "arch", "repeat", "cached_from")}
 
 
 def _num(value) -> float:
@@ -156,6 +186,7 @@ def build_report(table: Truth, rows, records: list[dict], space, settings: dict)
     report = {"n": n, "truth_column": table.column, "truth_file": Path(table.path).name,
               "truth_sha256": table.sha256, "settings": settings, "correlations": correlations,
               "compare_columns": table.compare_columns, "top_of_ranking": top_of_ranking,
+              "cached_rows": sum(1 for r in records if r.get("cached_from") is not None),
               "failed": [{"arch_index": r["arch_index"], "repeat": r["repeat"], "error": r["error"]}
                          for r in records if r["score"] is None],
               "timings": {"scoring_seconds_total": round(float(np.nansum(seconds)), 2),

@@ -127,5 +127,7 @@ def summary_markdown(report: dict) -> str:
                   f"Kendall tau between runs (pairwise): min {_num(p['min'])}, max {_num(p['max'])}, "
                   f"mean {_num(p['mean'])}."]
     t = report["timings"]
-    lines += ["", f"Scoring: {_num(t['seconds_per_arch_mean'], 2)} s per architecture on average.", ""]
+    reused = report.get("cached_rows", 0)
+    lines += ["", f"Scoring: {_num(t['seconds_per_arch_mean'], 2)} s per architecture on average"
+              + (f"; {reused} rows repeat an architecture already scored and copy its record." if reused else "."), ""]
     return "\n".join(lines)
