@@ -40,6 +40,7 @@ EXTRAS = {
     "plot": ["matplotlib"],                # search/correlate plots
     "validate": ["scipy", "matplotlib"],   # correlate: rank correlations and plots
     "test": ["pytest", "pytest-benchmark", "scipy"],
+    "ray": ["ray>=2.9"],                   # --backend ray: scoring actors on a Ray cluster
 }
 EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "test" for dep in deps})
 

@@ -20,3 +20,33 @@ class CrashingSpace(NB201Space):
         if self.crashes(arch):
             os.kill(os.getpid(), signal.SIGSEGV)
         return super().build(arch)
+
+
+class KilledOnceSpace(NB201Space):
+    """A tiny NB201 whose network `victim` (an index) kills its scoring process with SIGKILL the
+    first time it is built, as a kill from outside or the OOM killer would; `marker` (a file path)
+    remembers across processes that it happened, so the retry scores normally."""
+
+    def __init__(self, victim: int, marker: str):
+        super().__init__(C=4, N=1, resolution=16)
+        self.victim, self.marker = victim, marker
+
+    def build(self, arch):
+        if self.index_of(arch) == self.victim and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().build(arch)
+
+
+class SlowSpace(NB201Space):
+    """A tiny NB201 that takes `delay` seconds to build each network: a run long enough to kill."""
+
+    def __init__(self, delay: float = 0.3):
+        super().__init__(C=4, N=1, resolution=16)
+        self.delay = delay
+
+    def build(self, arch):
+        import time
+
+        time.sleep(self.delay)
+        return super().build(arch)

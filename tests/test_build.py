@@ -3,6 +3,7 @@ import ast
 import importlib.util
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -70,10 +71,11 @@ def test_building_without_torch_says_to_turn_off_build_isolation():
 
 def test_extras_cover_every_optional_import(setup_py):
     extras = setup_py.EXTRAS
-    assert {"plot", "validate", "all"} <= set(extras)
-    assert set(extras["all"]) >= {"matplotlib", "scipy"}
+    assert {"plot", "validate", "ray", "all"} <= set(extras)
+    assert set(extras["all"]) >= {"matplotlib", "scipy", "ray>=2.9"}
     # Every third-party module imported at module level is a declared dependency (core or extra).
-    declared = {"numpy", "tqdm", "torch", "zico_fast"} | {dep for deps in extras.values() for dep in deps}
+    declared = {"numpy", "tqdm", "torch", "zico_fast"} | {re.split(r"[<>=\[]", dep)[0]
+                                                          for deps in extras.values() for dep in deps}
     for path in (ROOT / "zico_fast").rglob("*.py"):
         for node in ast.parse(path.read_text()).body:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
@@ -86,7 +88,7 @@ def test_extras_cover_every_optional_import(setup_py):
 def test_package_and_cli_import_without_optional_dependencies():
     # Installed with only install_requires, `import zico_fast` and the CLI must load: the optional
     # dependencies are checked when a command needs them, not at import.
-    code = ("import sys\nfor name in ('scipy', 'matplotlib'): sys.modules[name] = None\n"
+    code = ("import sys\nfor name in ('scipy', 'matplotlib', 'ray'): sys.modules[name] = None\n"
             "import zico_fast, zico_fast.cli, zico_fast.search, zico_fast.correlate\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -66,6 +66,14 @@ def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
         g.add_argument("--workers", type=positive, default=1,
                        help="scoring processes (results never depend on it); a candidate that crashes one fails alone")
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
+        r = p.add_argument_group("where candidates are scored")
+        r.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local: --workers processes on this machine; ray: --workers actors on a Ray cluster "
+                            "(pip install 'zico_fast[ray]'); the log is the same either way")
+        r.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                       help="a running Ray cluster ('auto', host:port or ray://host:10001); default: start a local one")
+        r.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="FRACTION",
+                       help="GPU share of each Ray actor when --device cuda (0.25: four candidates share a GPU)")
 
 
 def _add_space_options(p: argparse.ArgumentParser) -> None:

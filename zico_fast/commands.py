@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from zico_fast.engine import build_seeded, check_device, evaluate, init_seed, record as repro_record, torch_settings
+from zico_fast.engine import (build_seeded, check_device, evaluate, init_seed, make_backend, record as repro_record,
+                              torch_settings)
 from zico_fast.errors import ZiCoUserError
 from zico_fast.proxies.registry import engine_names
 
@@ -22,7 +23,15 @@ SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
 def _check_common(args) -> torch.device:
     if args.synthetic and args.data is not None:
         raise ZiCoUserError("--synthetic and --data exclude each other: synthetic images replace the data")
-    return check_device(args.device)
+    return check_device(args.device, on_this_machine=getattr(args, "backend", "local") == "local")
+
+
+def _backend(args):
+    """None (the library's local pool, sized to the work) or the backend the flags ask for."""
+    if args.backend == "local" and args.ray_address is None and not args.gpus_per_worker:
+        return None
+    return make_backend(args.workers, kind=args.backend, ray_address=args.ray_address,
+                        gpus_per_worker=args.gpus_per_worker)
 
 
 def _space(args, name: str):
@@ -182,7 +191,7 @@ def search(args) -> int:
     result = run_search(space, batches, iterations=args.iterations, population=args.population,
                         strategy=args.strategy, seed=args.seed, generation=args.generation,
                         max_flops=args.max_flops, max_params=args.max_params, max_depth=args.max_depth,
-                        log_path=log, device=device, workers=args.workers, threads=args.threads,
+                        log_path=log, device=device, workers=args.workers, threads=args.threads, backend=_backend(args),
                         proxies=engine_names(args.proxies)[0], fitness=args.fitness, progress=not args.no_progress)
     names = write_search_outputs(result, out, data_info(args, space.resolution))
     if result.best_arch is None:
@@ -211,7 +220,7 @@ def correlate(args) -> int:
     out = Path(args.out)
     result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=truth,
                            truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
-                           device=device, threads=args.threads, workers=args.workers,
+                           device=device, threads=args.threads, workers=args.workers, backend=_backend(args),
                            proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
                            report_only=args.report_only)
     data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}

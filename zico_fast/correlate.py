@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from zico_fast.engine.evaluate import DEFAULT_PROXIES
-from zico_fast.engine.pool import Task, WorkerConfig, make_backend
+from zico_fast.engine.pool import Task, WorkerConfig, describe, make_backend
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
 from zico_fast.engine.run_log import RunLog, RunLogError, read_run_log, settings_changes
 from zico_fast.errors import ZiCoUserError
@@ -52,7 +52,8 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, tru
     if not batch_sets or any(len(b) < 2 for b in batch_sets):
         raise CorrelateError("every batch set needs at least 2 batches (ZiCo measures how gradients vary "
                              "between batches)")
-    device, threads = check_device(device), check_threads(threads or 1)
+    device = check_device(device, on_this_machine=not getattr(backend, "remote", False))
+    threads = check_threads(threads or 1)
     table = truth if isinstance(truth, Truth) else load_truth(truth, space, truth_column, compare)
     rows = sample_rows(table.rows, sample, seed)
     indices = ",".join(str(r.arch_index) for r in rows)
@@ -77,6 +78,7 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, tru
         if todo:
             backend.start(WorkerConfig(space, [[(x.cpu(), y.cpu()) for x, y in s] for s in batch_sets], str(device),
                                        threads, seed, tuple(proxies)))
+            log.describe_run(describe(backend))
             _score_in_order(backend, todo, rows, records, log, progress, len(tasks), space)
     finally:
         log.close()

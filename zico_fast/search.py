@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zico_fast.engine.evaluate import DEFAULT_PROXIES
-from zico_fast.engine.pool import Task, WorkerConfig, make_backend
+from zico_fast.engine.pool import Task, WorkerConfig, describe, make_backend
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
 from zico_fast.engine.run_log import RunLog, RunLogError, stored_settings
 from zico_fast.engine.seeding import init_seed, proposal_rng
@@ -116,7 +116,8 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
 
         proxies = tuple(dict.fromkeys((*proxies, *ENSEMBLE_MEMBERS)))
     _check_args(strategy, iterations, population, generation)
-    log_path, device = Path(log_path), check_device(device)
+    log_path = Path(log_path)
+    device = check_device(device, on_this_machine=not getattr(backend, "remote", False))
     stored = stored_settings(log_path)
     threads = check_threads(threads or stored.get("repro", {}).get("threads"))
     budget = (max_flops, max_params, max_depth)
@@ -153,6 +154,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
             if fresh and not started:
                 backend.start(WorkerConfig(space, [[(x.cpu(), y.cpu()) for x, y in batches]], str(device),
                                            threads, seed, tuple(proxies)))
+                log.describe_run(describe(backend))
                 started = True
             scored = {task.arch: rec for task, rec in backend.run(list(fresh.values()))} if fresh else {}
             for i, arch, cost, discarded in children:  # in iteration order, whatever the arrival order

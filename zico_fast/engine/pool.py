@@ -57,7 +57,7 @@ class PoolError(ZiCoUserError):
     """Workers that cannot start (e.g. a space defined in `__main__` without a main guard)."""
 
 
-def _score(config: WorkerConfig, batch_sets, task: Task) -> dict:
+def score_task(config: WorkerConfig, batch_sets, task: Task) -> dict:
     return score_candidate(config.space, task.arch, batch_sets[task.batch_set], config.seed, config.device,
                            config.proxies)
 
@@ -72,7 +72,10 @@ class InProcessBackend:
     def run(self, tasks):
         with torch_settings(self.config.threads):
             for task in tasks:
-                yield task, _score(self.config, self.batch_sets, task)
+                yield task, score_task(self.config, self.batch_sets, task)
+
+    def describe(self) -> dict:
+        return {"kind": "in-process", "workers": 1, "cpus": os.cpu_count()}
 
     def close(self) -> None:
         pass
@@ -100,7 +103,7 @@ def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
         task = conn.recv()
         if task is None:
             return
-        conn.send(("done", (task, _score(config, batch_sets, task))))
+        conn.send(("done", (task, score_task(config, batch_sets, task))))
 
 
 def _death(process) -> str:
@@ -127,6 +130,10 @@ class ProcessBackend:
         self.config, self._context = config, multiprocessing.get_context("spawn")
         launched = [self._launch() for _ in range(self.workers)]  # all start in parallel
         self._procs = [self._ready(*p) for p in launched]
+
+    def describe(self) -> dict:
+        """Where this run scored (logged in a new log's header)."""
+        return {"kind": "local", "workers": self.workers, "cpus": os.cpu_count()}
 
     def _spawn(self):
         return self._ready(*self._launch())
@@ -205,9 +212,24 @@ class ProcessBackend:
         self._procs = []
 
 
-def make_backend(workers: int = 1, isolate: bool = True) -> Backend:
-    """The local backend: worker processes (isolating native crashes), or the calling process when
-    `isolate` is False and one worker is asked for."""
+def describe(backend) -> dict:
+    """What a backend tells about where it scores (a custom backend without `describe`: its class)."""
+    return backend.describe() if hasattr(backend, "describe") else {"kind": type(backend).__name__}
+
+
+def make_backend(workers: int = 1, isolate: bool = True, kind: str = "local", ray_address: str | None = None,
+                 gpus_per_worker: float = 0.0) -> Backend:
+    """kind="local": worker processes (isolating native crashes), or the calling process when
+    `isolate` is False and one worker is asked for. kind="ray": `workers` actors on the Ray cluster
+    at `ray_address` (None: a local one), each with `gpus_per_worker` of a GPU."""
+    if kind == "ray":
+        from zico_fast.engine.ray_backend import RayBackend
+
+        return RayBackend(workers, ray_address, gpus_per_worker)
+    if kind != "local":
+        raise ZiCoUserError(f"backend must be 'local' or 'ray', not {kind!r}")
+    if ray_address is not None or gpus_per_worker:
+        raise ZiCoUserError("--ray-address and --gpus-per-worker belong to the ray backend; add --backend ray")
     if workers == 1 and not isolate:
         return InProcessBackend()
     return ProcessBackend(workers)

@@ -14,12 +14,15 @@ import torch
 from zico_fast.errors import ZiCoUserError
 
 
-def check_device(device) -> torch.device:
-    """`device` as a torch.device, or a clear error when this machine does not have it."""
+def check_device(device, on_this_machine: bool = True) -> torch.device:
+    """`device` as a torch.device, or a clear error when this machine does not have it.
+    on_this_machine=False (scoring on a cluster's workers) checks only the spelling."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ZiCoUserError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda[:N]'") from None
+    if not on_this_machine:
+        return dev
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": hasattr(torch.backends, "mps") and torch.backends.mps.is_available()}
     if not available.get(dev.type, False):
@@ -46,7 +49,9 @@ def record(device, threads: int, batches) -> dict:
            "cudnn_deterministic": True, "cudnn_benchmark": False}
     if dev.type == "cuda":  # TF32 convolutions (cuDNN's default) give other scores than float32
         rec["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
-        rec["gpu"] = torch.cuda.get_device_name(dev)
+        # a driver without a GPU (the workers of a cluster score) has no name to give; the log's
+        # header names the workers' GPUs under "backend"
+        rec["gpu"] = torch.cuda.get_device_name(dev) if torch.cuda.is_available() else None
     rec["batches"] = batch_fingerprint(batches)
     return rec
 

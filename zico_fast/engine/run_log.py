@@ -105,6 +105,12 @@ class RunLog:
                 f.truncate(whole)  # the torn tail: that record is redone
         return records
 
+    def describe_run(self, info: dict) -> None:
+        """Adds `info` (where the run scores: backend, cluster resources) to a new log's header; a
+        resumed log keeps the header of the run that began it (info is not a setting: it may change)."""
+        if self._header is not None:
+            self._header["backend"] = info
+
     def append(self, record: dict) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,165 @@
+"""The Ray backend on a real local Ray cluster (started here on 127.0.0.1, shut down after): the same
+log records as the local processes, actor deaths, native crashes and a killed driver."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from engine_spaces import CrashingSpace, KilledOnceSpace, SlowSpace
+from zico_fast import truth as T
+from zico_fast.cli import main
+from zico_fast.correlate import correlate
+from zico_fast.data import make_batches
+from zico_fast.engine import ProcessBackend, RayBackend, read_run_log
+from zico_fast.search import search
+from zico_fast.spaces.nb201 import NB201Space
+
+TESTS = Path(__file__).resolve().parent
+SPACE = NB201Space(C=4, N=1, resolution=16)
+INDICES = [0, 3, 97, 500, 1234, 4096, 7777, 9000, 12000, 15624]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 2 CPUs on 127.0.0.1; its workers can import the tests' spaces."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+def truth_table(tmp_path, space, indices=INDICES):
+    path = tmp_path / "truth.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch_index", "arch_string", "cifar10_test_acc"])
+        writer.writerows([i, space.arch_from_index(i), 80.0 + (i % 89) / 10] for i in indices)
+    return T.load_truth(path, space)
+
+
+def timeless(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def batch_sets(n=1):
+    return [make_batches(None, 8, 2, seed, resolution=16) for seed in range(n)]
+
+
+def run_correlate(tmp_path, name, space, backend, table=None, sets=None):
+    table = table or truth_table(tmp_path, space)
+    log = tmp_path / f"{name}.jsonl"
+    correlate(space, sets or batch_sets(), log_path=log, truth=table, threads=1, backend=backend)
+    return read_run_log(log)
+
+
+def test_correlate_logs_the_same_records_as_local_processes(cluster, tmp_path):
+    sets = batch_sets(2)  # two repeats: tasks over two batch sets
+    local_header, local = run_correlate(tmp_path, "local", SPACE, ProcessBackend(2), sets=sets)
+    for actors in (1, 2):
+        header, records = run_correlate(tmp_path, f"ray{actors}", SPACE, RayBackend(actors), sets=sets)
+        assert timeless(records) == timeless(local) and len(records) == 2 * len(INDICES)
+        assert header["settings"] == local_header["settings"]
+        # where it scored is in the header: the cluster's resources, not a setting a resume must repeat
+        assert header["backend"]["kind"] == "ray" and header["backend"]["resources"]["CPU"] == 2
+        assert header["backend"]["workers"] == actors and header["backend"]["nodes"] == 1
+    assert local_header["backend"]["kind"] == "local"
+
+
+def test_search_logs_the_same_candidates_as_local_processes(cluster, tmp_path):
+    (batches,) = batch_sets()
+    runs = {}
+    for name, backend in (("local", ProcessBackend(2)), ("ray", RayBackend(2))):
+        result = search(SPACE, batches, iterations=24, population=8, generation=6, seed=3,
+                        log_path=tmp_path / f"{name}.jsonl", threads=1, backend=backend)
+        runs[name] = (result, read_run_log(tmp_path / f"{name}.jsonl")[1])
+    (local, local_log), (on_ray, ray_log) = runs["local"], runs["ray"]
+    assert timeless(ray_log) == timeless(local_log) and len(ray_log) == 24
+    assert (on_ray.best_arch, on_ray.best_score, on_ray.population) == (local.best_arch, local.best_score,
+                                                                          local.population)
+
+
+def test_an_actor_killed_mid_candidate_is_replaced_and_the_candidate_retried(cluster, tmp_path):
+    marker = tmp_path / "killed"
+    victim = INDICES[4]
+    killed = KilledOnceSpace(victim, str(marker))
+    backend = RayBackend(2)
+    _, records = run_correlate(tmp_path, "killed", killed, backend)
+    assert marker.exists() and backend.respawned == 1  # the kill happened, inside the victim's candidate
+    _, reference = run_correlate(tmp_path, "reference", SPACE, ProcessBackend(1))
+    assert [r["arch_index"] for r in records] == INDICES  # each once, in order: nothing lost or duplicated
+    assert [r["score"] for r in records] == [r["score"] for r in reference]
+    assert all(r["error"] is None for r in records)
+
+
+def test_a_candidate_that_crashes_natively_fails_alone(cluster, tmp_path):
+    crashing = CrashingSpace(every=3)
+    backend = RayBackend(2)
+    _, records = run_correlate(tmp_path, "crash", crashing, backend)
+    _, reference = run_correlate(tmp_path, "reference", SPACE, ProcessBackend(1))
+    crashed = [crashing.crashes(r["arch"]) for r in records]
+    assert any(crashed) and not all(crashed)
+    for r, ref, crash in zip(records, reference, crashed):
+        if crash:
+            assert r["score"] is None and "died 2 times" in r["error"]
+        else:
+            assert r["score"] == ref["score"] and r["error"] is None
+    assert backend.respawned == 2 * sum(crashed)
+
+
+DRIVER = """
+import sys
+from engine_spaces import SlowSpace
+from zico_fast.correlate import correlate
+from zico_fast.data import make_batches
+from zico_fast.engine import RayBackend
+from zico_fast import truth as T
+space = SlowSpace(0.5)
+correlate(space, [make_batches(None, 8, 2, 0, resolution=16)], log_path=sys.argv[2],
+          truth=T.load_truth(sys.argv[3], space), threads=1, backend=RayBackend(2, address=sys.argv[1]))
+"""
+
+
+def test_a_killed_driver_resumes_from_the_log(cluster, tmp_path):
+    slow = SlowSpace(0.5)
+    table = truth_table(tmp_path, slow)
+    log = tmp_path / "driver.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, cluster, str(log), str(table.path)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and driver.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 4:  # header + 3 records
+            break
+        time.sleep(0.2)
+    assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    driver.stderr.close()
+    kept = len(read_run_log(log)[1])
+    assert 3 <= kept < len(INDICES)
+    # the same run, resumed from this process on the same cluster, completes the log
+    _, records = run_correlate(tmp_path, "driver", slow, RayBackend(2), table=table)
+    _, reference = run_correlate(tmp_path, "reference", SPACE, ProcessBackend(2))
+    assert timeless(records) == timeless(reference)
+
+
+def test_cli_backend_flags(cluster, tmp_path, capsys):
+    table = truth_table(tmp_path, NB201Space())
+    out = tmp_path / "cli"
+    args = ["correlate", "--truth", str(table.path), "--out", str(out), "--batch-size", "8", "--sample", "4",
+            "--device", "cpu", "--no-progress", "--workers", "2"]
+    assert main([*args, "--backend", "ray", "--ray-address", cluster]) == 0
+    header, records = read_run_log(out / "scores.jsonl")
+    assert header["backend"]["kind"] == "ray" and len(records) == 4
+    assert main([*args, "--ray-address", cluster, "--out", str(tmp_path / "x")]) == 2  # without --backend ray
+    err = capsys.readouterr().err
+    assert "add --backend ray" in err and "Traceback" not in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 4

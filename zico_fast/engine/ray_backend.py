@@ -1,0 +1,160 @@
+"""Scoring on a Ray cluster: the Backend interface of pool.py with Ray actors as the workers.
+
+Each actor receives the run's WorkerConfig once (space, batch sets, device, threads, seed, proxies),
+moves the batches to its device once and then scores one candidate per call with the same
+`score_candidate` as the local workers; the driver keeps the log and orders records by task id, so
+a run logs the same records on any number of actors as on local processes with the same thread count.
+
+Faults: an actor that dies inside a candidate (killed, a segfault, the OOM killer) is replaced and
+the candidate goes to the next free actor; a candidate that kills an actor twice is recorded as
+failed with the cause, so a native crash fails that candidate alone and nothing is lost or logged twice.
+"""
+from __future__ import annotations
+
+import collections
+import os
+
+import torch
+
+from zico_fast.engine.pool import PoolError, WorkerConfig, score_task
+from zico_fast.engine.seeding import init_seed
+from zico_fast.errors import ZiCoUserError
+
+ATTEMPTS = 2  # actor deaths a candidate may cause before it is recorded as failed
+START_TIMEOUT_S = 300.0  # actors must be up by then (a cluster without room for them never schedules them)
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ZiCoUserError("the ray backend needs Ray: pip install 'zico_fast[ray]'") from None
+    return ray
+
+
+class _ScoringActor:
+    """One scoring process on the cluster; holds the batches and torch settings of the run."""
+
+    def __init__(self, config: WorkerConfig):
+        torch.set_num_threads(config.threads)  # set explicitly: Ray's OMP_NUM_THREADS is not torch's
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        self.config = config
+        self.batch_sets = [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
+
+    def ready(self) -> dict:
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(),
+                "gpu": torch.cuda.get_device_name() if torch.device(self.config.device).type == "cuda" else None}
+
+    def score(self, task) -> dict:
+        return score_task(self.config, self.batch_sets, task)
+
+
+class RayBackend:
+    """`workers` Ray actors with `config.threads` CPUs each and `gpus_per_worker` of a GPU (a fraction
+    such as 0.25 lets four small candidates share one device). `address`: a running cluster
+    ("auto", "host:port" or "ray://host:10001"); None connects to the cluster this process already
+    joined or starts a local one, which `close` stops again."""
+
+    remote = True  # scores on the cluster's machines: the driver need not have the device
+
+    def __init__(self, workers: int = 1, address: str | None = None, gpus_per_worker: float = 0.0):
+        if not isinstance(workers, int) or workers < 1:
+            raise ZiCoUserError(f"workers must be a positive integer, got {workers!r}")
+        if not 0 <= gpus_per_worker <= 1 and gpus_per_worker != int(gpus_per_worker):
+            raise ZiCoUserError(f"gpus_per_worker must be a fraction in [0, 1] or a whole number, got {gpus_per_worker}")
+        self.workers, self.address, self.gpus_per_worker = workers, address, float(gpus_per_worker)
+        self.respawned, self._actors, self._started_ray, self._info = 0, [], False, {}
+
+    def _connect(self):
+        ray = _ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except ConnectionError as exc:
+                raise ZiCoUserError(f"cannot reach a Ray cluster at {self.address!r} ({exc}); start one with "
+                                    "`ray start --head` or leave out --ray-address") from None
+            self._started_ray = self.address is None
+        return ray
+
+    def start(self, config: WorkerConfig) -> None:
+        ray = self._connect()
+        self.config, resources = config, ray.cluster_resources()
+        need = {"CPU": self.workers * config.threads, "GPU": self.workers * self.gpus_per_worker}
+        for kind, amount in need.items():
+            if amount > resources.get(kind, 0) + 1e-9:
+                raise ZiCoUserError(f"the Ray cluster has {resources.get(kind, 0):g} {kind}s but {self.workers} "
+                                    f"workers need {amount:g}; use fewer --workers, --threads or --gpus-per-worker")
+        if torch.device(config.device).type == "cuda" and self.gpus_per_worker == 0:
+            raise ZiCoUserError("scoring on cuda with the ray backend needs --gpus-per-worker (e.g. 0.25: four "
+                                "actors share a GPU), so Ray gives each actor a device")
+        self._actor_class = ray.remote(num_cpus=config.threads, num_gpus=self.gpus_per_worker,
+                                       max_restarts=0)(_ScoringActor)
+        self._config_ref = ray.put(config)  # shipped to the object store once, read by every actor
+        self._actors = [self._actor_class.remote(self._config_ref) for _ in range(self.workers)]
+        ready = [a.ready.remote() for a in self._actors]
+        done, waiting = ray.wait(ready, num_returns=len(ready), timeout=START_TIMEOUT_S)
+        if waiting:
+            raise PoolError(f"{len(waiting)} of {self.workers} Ray actors did not start in {START_TIMEOUT_S:.0f} s; "
+                            "the cluster may lack the resources they ask for")
+        try:
+            started = ray.get(done)
+        except ray.exceptions.RayError as exc:
+            raise PoolError(f"a Ray scoring actor could not start: {str(exc).strip().splitlines()[-1]}") from None
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        self._info = {"kind": "ray", "ray": ray.__version__, "nodes": len(nodes),
+                      "resources": {k: v for k, v in sorted(resources.items()) if k in ("CPU", "GPU")},
+                      "workers": self.workers, "threads_per_worker": config.threads,
+                      "gpus_per_worker": self.gpus_per_worker,
+                      "gpus": sorted({s["gpu"] for s in started if s["gpu"]})}
+
+    def describe(self) -> dict:
+        """The cluster this run scored on (logged in a new log's header)."""
+        return dict(self._info)
+
+    def run(self, tasks):
+        ray = _ray()
+        todo, in_flight = collections.deque(tasks), {}  # in_flight: object ref -> (actor slot, task)
+        idle, deaths = list(range(len(self._actors))), collections.Counter()
+        while todo or in_flight:
+            while todo and idle:
+                slot, task = idle.pop(), todo.popleft()
+                in_flight[self._actors[slot].score.remote(task)] = (slot, task)
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            slot, task = in_flight.pop(ref)
+            try:
+                record = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
+                # the actor's process is gone: replace it; the candidate is tried again elsewhere
+                ray.kill(self._actors[slot], no_restart=True)
+                self._actors[slot] = self._actor_class.remote(self._config_ref)
+                self.respawned += 1
+                idle.append(slot)
+                deaths[task.id] += 1
+                if deaths[task.id] < ATTEMPTS:
+                    todo.appendleft(task)
+                    continue
+                reason = str(exc).strip().splitlines()[0][:200]
+                record = {"score": None, "values": {}, "seconds": None,
+                          "init_seed": init_seed(self.config.seed, self.config.space.key(task.arch)),
+                          "error": f"the scoring actor died {ATTEMPTS} times inside this candidate ({reason})"}
+                yield task, record
+                continue
+            idle.append(slot)
+            yield task, record
+
+    def actor_pids(self) -> list[int]:
+        """Process ids of the live actors (for fault tests and monitoring)."""
+        ray = _ray()
+        return [info["pid"] for info in ray.get([a.ready.remote() for a in self._actors])]
+
+    def close(self) -> None:
+        if not self._actors and not self._started_ray:
+            return
+        ray = _ray()
+        for actor in self._actors:
+            ray.kill(actor, no_restart=True)
+        self._actors = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
