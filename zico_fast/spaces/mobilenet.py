@@ -10,6 +10,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .base import Cost, SearchSpace
+from .fast_build import materialize
 
 FORMAT_HELP = (
     "expected a concatenation of blocks such as 'SuperConvK3BNRELU(3,16,2,1)SuperResIDWE1K7(16,40,2,40,1)"
@@ -121,9 +122,14 @@ def _shortcut(reslink: bool, cin: int, cout: int, stride: int, sub_layer: int, f
     return "identity"
 
 
+# Modules are constructed on 'meta' (no allocation, no random draws) and `build` then materialises
+# them on the target device with PyTorch's default init, drawn exactly as the constructors would.
+_META = {"device": "meta"}
+
+
 def _bn_conv(cin: int, cout: int, kernel: int, stride: int, groups: int, eps: float) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout, eps=eps)]
+    return [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False, **_META),
+            nn.BatchNorm2d(cout, eps=eps, **_META)]
 
 
 class InvertedUnit(nn.Module):
@@ -136,7 +142,8 @@ class InvertedUnit(nn.Module):
                                   *_bn_conv(hidden, cout, 1, 1, 1, eps))
         self.shortcut = shortcut  # "none", "identity" or "proj"
         # Zen-NAS's projection is a 1x1 conv *with* bias (nn.Conv2d's default) followed by BN.
-        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride), nn.BatchNorm2d(cout, eps=eps))
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, **_META),
+                                   nn.BatchNorm2d(cout, eps=eps, **_META))
                      if shortcut == "proj" else None)
 
     def forward(self, x):
@@ -154,7 +161,7 @@ class MobileNetNet(nn.Module):
     def __init__(self, features: list[nn.Module], last_channels: int, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Linear(last_channels, num_classes)
+        self.classifier = nn.Linear(last_channels, num_classes, **_META)
 
     def forward(self, x):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
@@ -235,7 +242,9 @@ class MobileNetSpace(SearchSpace):
                 out += [replace(b, layers=t // 2), replace(b, in_ch=b.out_ch, stride=1, layers=t - t // 2)]
         return out
 
-    def build(self, arch: str) -> nn.Module:
+    def build(self, arch: str, device=None) -> nn.Module:
+        """The network in train mode, directly on `device` (default CPU), with PyTorch's default init
+        drawn from the CPU generator in constructor order (the same bits on every device)."""
         blocks, eps, features = self.parse(arch), self.bn_eps, []
         for b in blocks:
             if b.is_conv:
@@ -246,7 +255,7 @@ class MobileNetSpace(SearchSpace):
                 for cin, hidden, cout, k, stride, i, first in b.units():
                     features.append(InvertedUnit(cin, hidden, cout, k, stride,
                                                  _shortcut(not self.no_reslink, cin, cout, stride, i, first), eps))
-        return MobileNetNet(features, blocks[-1].out_ch, self.num_classes).train()
+        return materialize(MobileNetNet(features, blocks[-1].out_ch, self.num_classes).train(), device)
 
     def cost(self, arch: str, reslink: bool | None = None) -> Cost:
         """Params and MACs (conv, depthwise, BN, Linear; no bias adds) of the network `build` returns.

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from zico_fast.spaces.base import Cost, SearchSpace
+from zico_fast.spaces.fast_build import clone, materialize
 
 # Op order and edge order are NAS-Bench-201's own: the index order below is defined in terms of them.
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -153,6 +154,34 @@ class NB201Network(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+@functools.lru_cache(maxsize=8)
+def _prototypes(C: int, N: int, num_classes: int):
+    """(network with edgeless cells, {cell position: width}, {(op, width): op module}), all on 'meta'.
+
+    Built once per network shape; every candidate is then cloned from these (see fast_build)."""
+    with torch.device("meta"):
+        net = NB201Network((0,) * len(EDGES), C, N, num_classes)
+        widths, stage = {}, 0
+        for i, layer in enumerate(net.cells):
+            stage += isinstance(layer, ResidualReduction)
+            if isinstance(layer, Cell):
+                widths[i] = C * 2 ** stage
+                layer.edges = nn.ModuleList()
+        ops = {(o, w): _op(o, w) for o in range(len(OPS)) for w in set(widths.values())}
+    return net.train(), widths, ops
+
+
+def _build_fast(ops: tuple[int, ...], C: int, N: int, num_classes: int, device) -> NB201Network:
+    """NB201Network(ops, C, N, num_classes) with the same weights under the same seed, built by
+    cloning prototypes and initialising every tensor in one pass directly on `device`."""
+    proto, widths, op_protos = _prototypes(C, N, num_classes)
+    recipes: dict = {}
+    net = clone(proto, recipes)
+    for i, width in widths.items():
+        net.cells[i].edges._modules = {str(e): clone(op_protos[(o, width)], recipes) for e, o in enumerate(ops)}
+    return materialize(net, device, recipes)
+
+
 class NB201Space(SearchSpace):
     """The 15,625 cells of NAS-Bench-201 on CIFAR (C=16, N=5 by default), named by their arch strings."""
 
@@ -202,8 +231,11 @@ class NB201Space(SearchSpace):
         return _to_string(tuple(ops))
 
     # ---- networks and costs ------------------------------------------------------------------
-    def build(self, arch: str) -> nn.Module:
-        return NB201Network(_parse(arch), self.C, self.N, self.num_classes).train()
+    def build(self, arch: str, device=None) -> nn.Module:
+        """The network in train mode, directly on `device` (default CPU). Its weights are PyTorch's
+        default initialisation drawn from the CPU generator in constructor order, so under one
+        torch seed they are the same bits on every device (and the same as NB201Network(...))."""
+        return _build_fast(_parse(arch), self.C, self.N, self.num_classes, device)
 
     def cost(self, arch: str) -> Cost:
         """Exact params; FLOPs = multiply-accumulates of one image: convs, BN (1 per output element)

@@ -1,0 +1,110 @@
+"""The fast builders (prototype clones + one init pass) against the plain nn.Module constructors."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from zico_fast.spaces import mobilenet
+from zico_fast.spaces.fast_build import clone, materialize
+from zico_fast.spaces.mobilenet import ZICO_450M, MobileNetSpace
+from zico_fast.spaces.nb201 import NB201Network, NB201Space, _parse
+
+NB201_ARCHS = [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+    "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+    "|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+]
+SMALL_MOBILENET = "SuperConvK3BNRELU(3,8,2,1)SuperResIDWE2K5(8,16,2,8,2)SuperConvK1BNRELU(16,32,1,1)"
+
+
+def assert_same_network(a: nn.Module, b: nn.Module):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and sa[k].device == sb[k].device and torch.equal(sa[k], sb[k]), k
+    assert str(a) == str(b) and a.training and b.training
+    assert [p.requires_grad for p in a.parameters()] == [p.requires_grad for p in b.parameters()]
+
+
+@pytest.mark.parametrize("arch", NB201_ARCHS)
+def test_nb201_build_is_bit_identical_to_constructors(arch):
+    space = NB201Space(num_classes=7, C=8, N=2)
+    torch.manual_seed(11)
+    old = NB201Network(_parse(arch), 8, 2, 7).train()
+    after_old = torch.get_rng_state()
+    torch.manual_seed(11)
+    new = space.build(arch)
+    assert_same_network(old, new)
+    assert torch.equal(torch.get_rng_state(), after_old)  # the same draws, no more, no fewer
+    torch.manual_seed(11)
+    assert_same_network(new, space.build(arch, device="cpu"))
+
+
+@pytest.mark.parametrize("arch", [ZICO_450M, SMALL_MOBILENET])
+def test_mobilenet_build_is_bit_identical_to_constructors(arch, monkeypatch):
+    space = MobileNetSpace(num_classes=10)
+    torch.manual_seed(5)
+    new = space.build(arch)
+    monkeypatch.setattr(mobilenet, "_META", {})  # the old way: each constructor allocates and initialises
+    monkeypatch.setattr(mobilenet, "materialize", lambda model, device: model)
+    torch.manual_seed(5)
+    assert_same_network(space.build(arch), new)
+
+
+def test_built_networks_share_nothing_and_train():
+    space = NB201Space(C=8, N=1)
+    arch = NB201_ARCHS[0]
+    a, b = space.build(arch), space.build(arch)
+    pointers = [t.data_ptr() for net in (a, b) for t in list(net.parameters()) + list(net.buffers())]
+    assert len(set(pointers)) == len(pointers)  # every tensor its own storage, across models too
+    # Hooks, submodules and attributes registered on one model never show up on the other (or the prototype).
+    calls = []
+    a.cells[0].edges[0].register_forward_hook(lambda *args: calls.append(1))
+    a.cells[0].edges[0].extra = nn.ReLU()
+    x = torch.randn(2, 3, 32, 32)
+    b(x)
+    assert calls == [] and not hasattr(b.cells[0].edges[0], "extra")
+    a(x)
+    assert calls == [1]
+    assert "extra" not in dict(space.build(arch).cells[0].edges[0].named_children())
+    del a.cells[0].edges[0].extra
+    # A training step changes only the model it runs on; copies and state dicts behave as usual.
+    before = copy.deepcopy(b.state_dict())
+    opt = torch.optim.SGD(a.parameters(), lr=0.1)
+    a(x).square().mean().backward()
+    opt.step()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in before.items())
+    assert a.stem[1].num_batches_tracked.item() == 2 and b.stem[1].num_batches_tracked.item() == 1
+    b.load_state_dict(a.state_dict())
+    assert_same_network(a, b)
+    assert_same_network(copy.deepcopy(a), a)
+
+
+def test_clone_and_materialize_generic_module():
+    with torch.device("meta"):
+        proto = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    torch.manual_seed(2)
+    with torch.no_grad():
+        expected = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    torch.manual_seed(2)
+    assert_same_network(materialize(clone(proto)), expected)
+    assert all(p.is_meta for p in proto.parameters())  # the prototype keeps its placeholders
+    with pytest.raises(TypeError, match="does not know how PyTorch initialises LayerNorm"):
+        materialize(nn.Sequential(nn.LayerNorm(3)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_build_on_cuda_has_the_cpu_bits():
+    arch = NB201_ARCHS[0]
+    torch.manual_seed(3)
+    cpu = NB201Space().build(arch)
+    torch.manual_seed(3)
+    gpu = NB201Space().build(arch, device="cuda")
+    assert all(t.is_cuda for t in list(gpu.parameters()) + list(gpu.buffers()))
+    assert_same_network(cpu, gpu.cpu())
+    space = MobileNetSpace(num_classes=10)
+    torch.manual_seed(3)
+    cpu = space.build(SMALL_MOBILENET)
+    torch.manual_seed(3)
+    assert_same_network(cpu, space.build(SMALL_MOBILENET, device="cuda").cpu())

@@ -1,0 +1,142 @@
+"""Fast network building for search loops: clone module skeletons, then fill every tensor in one pass.
+
+Building an NB201 network with nn.Module constructors costs tens of milliseconds of Python (each
+Conv2d/BatchNorm2d constructor allocates, then runs its own reset_parameters). A search builds one
+network per candidate, so that cost lands on every candidate. Here:
+
+- `clone` copies a prototype module tree (built once, on the 'meta' device) object by object: same
+  classes, same attributes, fresh containers (hooks, parameter and module dicts), so the clone is an
+  ordinary nn.Module that shares nothing mutable with the prototype or with any other clone;
+- `materialize` gives every parameter and buffer of a model its own new tensor on the target device
+  and initialises it exactly as PyTorch's constructors do (Conv2d/Linear: kaiming_uniform(a=sqrt(5))
+  weight and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) bias; BatchNorm: weight 1, bias 0, running stats
+  0/1/0), drawing the same numbers from the same generator in the same order (modules() order, which
+  is construction order for the spaces here). So, under `torch.manual_seed(s)`, the weights are bit
+  for bit those of the constructor-built network, whatever the target device: the numbers come from
+  the CPU generator and go to the device in one copy.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+
+import torch
+from torch import nn
+
+_WEIGHT_GAIN = nn.init.calculate_gain("leaky_relu", math.sqrt(5))  # what Conv/Linear reset_parameters use
+# Per prototype module: the attribute names holding mutable containers, and its tensors' init recipe.
+_RECIPES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def clone(proto: nn.Module, recipes: dict | None = None) -> nn.Module:
+    """A structural copy of `proto`: new module objects and containers, the same (placeholder) tensors.
+
+    Call `materialize` on the result before use; until then its tensors are the prototype's.
+    `recipes`, when given, receives {id(new module): its init recipe} for `materialize`.
+    """
+    containers, recipe = _recipe(proto)
+    module = object.__new__(type(proto))
+    state = proto.__dict__.copy()
+    for k in containers:
+        state[k] = state[k].copy()
+    state["_modules"] = {name: None if child is None else clone(child, recipes)
+                         for name, child in proto._modules.items()}
+    object.__setattr__(module, "__dict__", state)
+    if recipes is not None:
+        recipes[id(module)] = recipe
+    return module
+
+
+def _recipe(module: nn.Module) -> tuple:
+    try:
+        return _RECIPES[module]
+    except KeyError:
+        pass
+    containers = tuple(k for k, v in module.__dict__.items() if isinstance(v, (dict, set, list)))
+    entry = _RECIPES[module] = (containers, tuple(_fills(module)))
+    return entry
+
+
+@functools.lru_cache(maxsize=None)
+def _bounds(fan_in: int) -> tuple[float, float]:
+    """(weight bound, bias bound), computed exactly as torch.nn.init does for Conv/Linear defaults."""
+    std = _WEIGHT_GAIN / math.sqrt(fan_in)
+    return math.sqrt(3.0) * std, (1 / math.sqrt(fan_in) if fan_in > 0 else 0)
+
+
+def _fills(module: nn.Module):
+    """(name, is_parameter, fill) of each tensor of `module` in draw order; fill: ('uniform', bound)
+    or ('const', value), the values PyTorch's constructor gives it."""
+    params, buffers = module._parameters, module._buffers
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        shape = params["weight"].shape
+        wb, bb = _bounds(shape[1] * math.prod(shape[2:]))
+        yield "weight", True, ("uniform", wb)
+        if params.get("bias") is not None:
+            yield "bias", True, ("uniform", bb)
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        for name, value in (("weight", 1.0), ("bias", 0.0)):
+            if params.get(name) is not None:
+                yield name, True, ("const", value)
+        for name, value in (("running_mean", 0.0), ("running_var", 1.0), ("num_batches_tracked", 0)):
+            if buffers.get(name) is not None:
+                yield name, False, ("const", value)
+    elif any(t is not None for t in params.values()) or any(t is not None for t in buffers.values()):
+        raise TypeError(f"materialize does not know how PyTorch initialises {type(module).__name__}; "
+                        "build such modules with their constructor instead")
+
+
+def _init_plan(model: nn.Module, recipes: dict | None):
+    """[(module, name, placeholder tensor, is_parameter, fill)] in draw order (modules() order)."""
+    plan = []
+    for module in model.modules():
+        recipe = recipes[id(module)] if recipes is not None else _recipe(module)[1]
+        for name, is_param, fill in recipe:
+            plan.append((module, name, (module._parameters if is_param else module._buffers)[name], is_param, fill))
+    return plan
+
+
+def materialize(model: nn.Module, device=None, recipes: dict | None = None) -> nn.Module:
+    """Give every parameter/buffer of `model` a new tensor on `device` (default CPU), initialised as
+    PyTorch's constructors would, from the default CPU generator. Returns `model`, changed in place.
+    `recipes` is what `clone` gave for this model's modules (computed here when None)."""
+    device = torch.device("cpu" if device is None else device)
+    plan = _init_plan(model, recipes)
+    on_cpu = device.type == "cpu"
+    # On the CPU each tensor is filled where it lives; elsewhere the floats are filled in one CPU
+    # staging buffer (same draws, same order) and go to the device in a single copy.
+    floats = [p for p in plan if p[2].dtype == torch.float32]
+    others = [p for p in plan if p[2].dtype != torch.float32]
+    if any(p[2].dtype != torch.long or p[4][1] != 0 for p in others):
+        raise TypeError("materialize fills float32 tensors and int64 zeros only")
+    if on_cpu:
+        targets = [torch.empty(p[2].shape) for p in floats]
+        staging = targets
+    else:
+        sizes = [p[2].numel() for p in floats]
+        flat = torch.empty(sum(sizes))
+        staging = [s.view(p[2].shape) for s, p in zip(flat.split(sizes), floats)]
+    with torch.no_grad():
+        for (_, _, _, _, (kind, value)), t in zip(floats, staging):
+            if kind == "uniform":
+                t.uniform_(-value, value)
+            else:
+                t.fill_(value)
+        if not on_cpu:
+            flat_dev = flat.to(device)
+            targets = [torch.empty(p[2].shape, device=device) for p in floats]
+            torch._foreach_copy_(targets, [s.view(p[2].shape) for s, p in zip(flat_dev.split(sizes), floats)])
+    if others:
+        zeros = torch.zeros(len(others), dtype=torch.long, device=device)
+        counters = [torch.empty((), dtype=torch.long, device=device) for _ in others]
+        torch._foreach_copy_(counters, list(zeros.unbind()))
+        targets, plan = targets + counters, floats + others
+    else:
+        plan = floats
+    for (module, name, old, is_param, _), t in zip(plan, targets):
+        if is_param:
+            module._parameters[name] = nn.Parameter(t, requires_grad=old.requires_grad)
+        else:
+            module._buffers[name] = t
+    return model
