@@ -108,3 +108,22 @@ def test_build_on_cuda_has_the_cpu_bits():
     cpu = space.build(SMALL_MOBILENET)
     torch.manual_seed(3)
     assert_same_network(cpu, space.build(SMALL_MOBILENET, device="cuda").cpu())
+
+
+def test_staged_path_draws_the_same_numbers():
+    """The non-CPU path (one staging buffer, one copy, foreach splits), run with the CPU as target."""
+    from zico_fast.spaces import fast_build
+
+    space = NB201Space(C=8, N=1)
+    torch.manual_seed(4)
+    expected = space.build(NB201_ARCHS[2])
+    net = space.build(NB201_ARCHS[2])
+    plan = fast_build._init_plan(net, None)
+    floats = [p for p in plan if p[2].dtype == torch.float32]
+    others = [p for p in plan if p[2].dtype != torch.float32]
+    torch.manual_seed(4)
+    tensors = fast_build._staged(floats, others, torch.device("cpu"))
+    assert len(tensors) == len(plan) == len(expected.state_dict())
+    for (module, name, *_), t in zip(floats + others, tensors):
+        original = dict(expected.named_modules())[next(n for n, m in net.named_modules() if m is module)]
+        assert torch.equal(getattr(original, name), t) and getattr(original, name).dtype == t.dtype

@@ -103,40 +103,40 @@ def materialize(model: nn.Module, device=None, recipes: dict | None = None) -> n
     `recipes` is what `clone` gave for this model's modules (computed here when None)."""
     device = torch.device("cpu" if device is None else device)
     plan = _init_plan(model, recipes)
-    on_cpu = device.type == "cpu"
-    # On the CPU each tensor is filled where it lives; elsewhere the floats are filled in one CPU
-    # staging buffer (same draws, same order) and go to the device in a single copy.
     floats = [p for p in plan if p[2].dtype == torch.float32]
     others = [p for p in plan if p[2].dtype != torch.float32]
     if any(p[2].dtype != torch.long or p[4][1] != 0 for p in others):
         raise TypeError("materialize fills float32 tensors and int64 zeros only")
-    if on_cpu:
-        targets = [torch.empty(p[2].shape) for p in floats]
-        staging = targets
-    else:
-        sizes = [p[2].numel() for p in floats]
-        flat = torch.empty(sum(sizes))
-        staging = [s.view(p[2].shape) for s, p in zip(flat.split(sizes), floats)]
     with torch.no_grad():
-        for (_, _, _, _, (kind, value)), t in zip(floats, staging):
-            if kind == "uniform":
-                t.uniform_(-value, value)
-            else:
-                t.fill_(value)
-        if not on_cpu:
-            flat_dev = flat.to(device)
-            targets = [torch.empty(p[2].shape, device=device) for p in floats]
-            torch._foreach_copy_(targets, [s.view(p[2].shape) for s, p in zip(flat_dev.split(sizes), floats)])
-    if others:
-        zeros = torch.zeros(len(others), dtype=torch.long, device=device)
-        counters = [torch.empty((), dtype=torch.long, device=device) for _ in others]
-        torch._foreach_copy_(counters, list(zeros.unbind()))
-        targets, plan = targets + counters, floats + others
-    else:
-        plan = floats
-    for (module, name, old, is_param, _), t in zip(plan, targets):
+        if device.type == "cpu":  # each tensor is filled where it lives
+            targets = [torch.empty(p[2].shape).uniform_(-p[4][1], p[4][1]) if p[4][0] == "uniform"
+                       else torch.full(p[2].shape, p[4][1], dtype=torch.float32) for p in floats]
+            targets += [torch.zeros((), dtype=torch.long) for _ in others]
+        else:  # the same draws into one CPU staging buffer, a single copy, then on-device splits
+            targets = _staged(floats, others, device)
+    for (module, name, old, is_param, _), t in zip(floats + others, targets):
         if is_param:
             module._parameters[name] = nn.Parameter(t, requires_grad=old.requires_grad)
         else:
             module._buffers[name] = t
     return model
+
+
+def _staged(floats: list, others: list, device: torch.device) -> list[torch.Tensor]:
+    """The tensors of `materialize` on a non-CPU device: floats drawn on the CPU exactly as there,
+    sent in one copy, then copied into their own device tensors with two fused foreach copies."""
+    sizes = [p[2].numel() for p in floats]
+    flat = torch.empty(sum(sizes))
+    for (_, _, old, _, (kind, value)), t in zip(floats, flat.split(sizes)):
+        if kind == "uniform":
+            t.uniform_(-value, value)
+        else:
+            t.fill_(value)
+    sources = [s.view(p[2].shape) for s, p in zip(flat.to(device).split(sizes), floats)]
+    targets = [torch.empty(p[2].shape, device=device) for p in floats]
+    torch._foreach_copy_(targets, sources)
+    if others:
+        counters = [torch.empty((), dtype=torch.long, device=device) for _ in others]
+        torch._foreach_copy_(counters, list(torch.zeros(len(others), dtype=torch.long, device=device).unbind()))
+        targets += counters
+    return targets
