@@ -18,6 +18,9 @@ wall time are reported. Stages:
 against the candidate's forward/backward passes: bare train()/zero_grad/forward/cross-entropy/
 backward per batch, on a fixed 53-layer NB201 network, at tiny inputs (2 batches of 2x3x8x8) and
 at the paper's setting (2 batches of 128x3x32x32, fewer rounds: it takes seconds per round here).
+With --device cuda the old builder is the constructors on the CPU then .to(device), the new one builds
+on the device, the passes run there, every stage ends with a synchronize, and "device rng" shows what
+drawing the numbers on the device would cost instead.
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def seeded(fn):
         return fn()
 
 
-def stages(space, log, state):
+def stages(space, log, state, device):
     """{stage: callable} for this round's candidate; `state` carries the round's arch between stages."""
     arch, ops = state["arch"], nb201._parse(state["arch"])
     proto, widths, op_protos = nb201._prototypes(space.C, space.N, space.num_classes)
@@ -77,18 +80,21 @@ def stages(space, log, state):
         "propose": lambda: space.canonical(space.mutate(state["parent"], state["rng"], 2)),
         "budget": lambda: (space.within_budget(arch, 2e8, 2e6), space.cost(arch)),
         "seed": lambda: seeded(lambda: init_seed(SEED, space.key(arch))),
-        "build (old)": lambda: seeded(lambda: nb201.NB201Network(ops, space.C, space.N, space.num_classes).train()),
-        "build (new)": lambda: seeded(lambda: space.build(arch)),
+        "build (old)": lambda: seeded(lambda: nb201.NB201Network(ops, space.C, space.N, space.num_classes)
+                                      .train().to(device)),
+        "build (new)": lambda: seeded(lambda: space.build(arch, device=device)),
         "clone": clone_tree,
-        "materialize": lambda: seeded(lambda: materialize(state["tree"][0], None, state["tree"][1])),
+        "materialize": lambda: seeded(lambda: materialize(state["tree"][0], device, state["tree"][1])),
         "rng floor": lambda: state["flat"].uniform_(-1, 1),
         "log append": record,
     }
 
 
-def timed(fn):
+def timed(fn, device):
     c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return (time.thread_time_ns() - c0) / 1e6, (time.perf_counter_ns() - w0) / 1e6
 
 
@@ -96,17 +102,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--paper-rounds", type=int, default=5, help="rounds of the 2x128x32x32 passes")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(1)
     space, rng = nb201.NB201Space(), random.Random(0)
     gen = torch.Generator().manual_seed(0)
 
     def make_batches(n, size):
-        return [(torch.randn(n, 3, size, size, generator=gen), torch.randint(0, 10, (n,), generator=gen))
-                for _ in range(2)]
+        return [(torch.randn(n, 3, size, size, generator=gen).to(device),
+                 torch.randint(0, 10, (n,), generator=gen).to(device)) for _ in range(2)]
 
     torch.manual_seed(0)
-    model = space.build(NB201_53)
+    model = space.build(NB201_53, device=device)
     tiny, paper = make_batches(2, 8), make_batches(128, 32)
     times: dict[str, list[tuple[float, float]]] = {}
     params = []
@@ -118,9 +126,12 @@ def main() -> None:
             arch = space.canonical(space.mutate(parent, rng, 2))
             n = space.cost(arch).params
             state = {"arch": arch, "parent": parent, "rng": rng, "round": r, "flat": torch.empty(n)}
-            parent, todo = arch, stages(space, log, state)
+            parent, todo = arch, stages(space, log, state, device)
+            if device.type != "cpu":
+                flat_device = torch.empty(n, device=device)
+                todo["device rng"] = lambda: flat_device.uniform_(-1, 1)
             todo["passes tiny"] = lambda: passes(model, tiny)
-            if r < args.paper_rounds + 3:
+            if args.paper_rounds and r < args.paper_rounds + 3:
                 todo["passes 2x128x32"] = lambda: passes(model, paper)
             order = list(todo)
             rng.shuffle(order)
@@ -128,7 +139,7 @@ def main() -> None:
                 order.remove("materialize")
                 order.insert(order.index("clone") + 1, "materialize")
             for name in order:
-                t = timed(todo[name])
+                t = timed(todo[name], device)
                 if r >= 3:
                     times.setdefault(name, []).append(t)
             if r >= 3:
@@ -136,7 +147,8 @@ def main() -> None:
         log.close()
 
     med = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in times.items()}
-    print(f"NB201 (C=16, N=5) candidates, {args.rounds} interleaved rounds, CPU, {torch.get_num_threads()} thread; "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"NB201 (C=16, N=5) candidates, {args.rounds} interleaved rounds, {where}, {torch.get_num_threads()} thread; "
           f"torch {torch.__version__}; params per candidate median {statistics.median(params):,.0f} "
           f"(min {min(params):,}, max {max(params):,})")
     print(f"{'stage':22s} {'cpu ms':>9s} {'wall ms':>9s}")
@@ -145,9 +157,10 @@ def main() -> None:
     loop = ("propose", "budget", "seed", "log append")
     for builder in ("build (old)", "build (new)"):
         total = [sum(med[k][i] for k in loop + (builder,)) for i in (0, 1)]
+        paper = (f", {total[0] / med['passes 2x128x32'][0]:.4f}x the paper-setting passes"
+                 if "passes 2x128x32" in med else "")
         print(f"search-loop overhead with {builder[7:10]} builder: {total[0]:.3f} ms cpu, {total[1]:.3f} ms wall "
-              f"= {total[0] / med['passes tiny'][0]:.2f}x the tiny passes, "
-              f"{total[0] / med['passes 2x128x32'][0]:.4f}x the paper-setting passes (cpu)")
+              f"= {total[0] / med['passes tiny'][0]:.2f}x the tiny passes{paper} (cpu)")
     print(f"build old / new: {med['build (old)'][0] / med['build (new)'][0]:.2f}x (cpu), "
           f"{med['build (old)'][1] / med['build (new)'][1]:.2f}x (wall); "
           f"rng floor is {med['rng floor'][0] / med['build (new)'][0]:.0%} of the new build (cpu)")

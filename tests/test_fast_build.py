@@ -127,3 +127,17 @@ def test_staged_path_draws_the_same_numbers():
     for (module, name, *_), t in zip(floats + others, tensors):
         original = dict(expected.named_modules())[next(n for n, m in net.named_modules() if m is module)]
         assert torch.equal(getattr(original, name), t) and getattr(original, name).dtype == t.dtype
+
+
+def test_default_device_context_does_not_move_the_draws():
+    """`with torch.device(d): space.build(arch)` builds on d from the same CPU draws (here d = meta:
+    the tensors land there, and the CPU generator advances exactly as for a CPU build)."""
+    space = NB201Space(C=8, N=1)
+    torch.manual_seed(6)
+    space.build(NB201_ARCHS[0])
+    after_cpu = torch.get_rng_state()
+    torch.manual_seed(6)
+    with torch.device("meta"):
+        net = space.build(NB201_ARCHS[0])
+    assert all(t.is_meta for t in list(net.parameters()) + list(net.buffers()))
+    assert torch.equal(torch.get_rng_state(), after_cpu)

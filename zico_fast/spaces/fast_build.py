@@ -98,10 +98,12 @@ def _init_plan(model: nn.Module, recipes: dict | None):
 
 
 def materialize(model: nn.Module, device=None, recipes: dict | None = None) -> nn.Module:
-    """Give every parameter/buffer of `model` a new tensor on `device` (default CPU), initialised as
-    PyTorch's constructors would, from the default CPU generator. Returns `model`, changed in place.
+    """Give every parameter/buffer of `model` a new tensor on `device` (default: torch's default
+    device, so `with torch.device("cuda"):` builds there too), initialised as PyTorch's constructors
+    would, always from the default CPU generator. Returns `model`, changed in place.
     `recipes` is what `clone` gave for this model's modules (computed here when None)."""
-    device = torch.device("cpu" if device is None else device)
+    device = torch.get_default_device() if device is None else torch.device(device)
+    cpu = torch.device("cpu")  # explicit everywhere: a torch.device(...) context must not move the draws
     plan = _init_plan(model, recipes)
     floats = [p for p in plan if p[2].dtype == torch.float32]
     others = [p for p in plan if p[2].dtype != torch.float32]
@@ -109,9 +111,9 @@ def materialize(model: nn.Module, device=None, recipes: dict | None = None) -> n
         raise TypeError("materialize fills float32 tensors and int64 zeros only")
     with torch.no_grad():
         if device.type == "cpu":  # each tensor is filled where it lives
-            targets = [torch.empty(p[2].shape).uniform_(-p[4][1], p[4][1]) if p[4][0] == "uniform"
-                       else torch.full(p[2].shape, p[4][1], dtype=torch.float32) for p in floats]
-            targets += [torch.zeros((), dtype=torch.long) for _ in others]
+            targets = [torch.empty(p[2].shape, device=cpu).uniform_(-p[4][1], p[4][1]) if p[4][0] == "uniform"
+                       else torch.full(p[2].shape, p[4][1], dtype=torch.float32, device=cpu) for p in floats]
+            targets += [torch.zeros((), dtype=torch.long, device=cpu) for _ in others]
         else:  # the same draws into one CPU staging buffer, a single copy, then on-device splits
             targets = _staged(floats, others, device)
     for (module, name, old, is_param, _), t in zip(floats + others, targets):
@@ -126,7 +128,7 @@ def _staged(floats: list, others: list, device: torch.device) -> list[torch.Tens
     """The tensors of `materialize` on a non-CPU device: floats drawn on the CPU exactly as there,
     sent in one copy, then copied into their own device tensors with two fused foreach copies."""
     sizes = [p[2].numel() for p in floats]
-    flat = torch.empty(sum(sizes))
+    flat = torch.empty(sum(sizes), device="cpu")
     for (_, _, old, _, (kind, value)), t in zip(floats, flat.split(sizes)):
         if kind == "uniform":
             t.uniform_(-value, value)

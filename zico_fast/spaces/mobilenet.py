@@ -243,8 +243,8 @@ class MobileNetSpace(SearchSpace):
         return out
 
     def build(self, arch: str, device=None) -> nn.Module:
-        """The network in train mode, directly on `device` (default CPU), with PyTorch's default init
-        drawn from the CPU generator in constructor order (the same bits on every device)."""
+        """The network in train mode, directly on `device` (default: torch's default device), with
+        PyTorch's default init drawn from the CPU generator in constructor order (same bits on every device)."""
         blocks, eps, features = self.parse(arch), self.bn_eps, []
         for b in blocks:
             if b.is_conv:

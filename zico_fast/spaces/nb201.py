@@ -232,9 +232,11 @@ class NB201Space(SearchSpace):
 
     # ---- networks and costs ------------------------------------------------------------------
     def build(self, arch: str, device=None) -> nn.Module:
-        """The network in train mode, directly on `device` (default CPU). Its weights are PyTorch's
-        default initialisation drawn from the CPU generator in constructor order, so under one
-        torch seed they are the same bits on every device (and the same as NB201Network(...))."""
+        """The network in train mode, directly on `device` (default: torch's default device).
+
+        Its weights are PyTorch's default initialisation drawn from the CPU generator in constructor
+        order, so under one torch seed they are the same bits on every device, and the same as
+        NB201Network(...) would draw."""
         return _build_fast(_parse(arch), self.C, self.N, self.num_classes, device)
 
     def cost(self, arch: str) -> Cost:
