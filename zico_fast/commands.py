@@ -148,7 +148,7 @@ def score(args) -> int:
         else:
             network = _canonical(space, args.structure or args.arch)
         cost, resolution, num_classes = space.cost(network), space.resolution, space.num_classes
-        model, seed_key = build_seeded(space, network, args.seed), space.key(network)
+        model, seed_key = build_seeded(space, network, args.seed, device), space.key(network)
     batches = _batches(args, num_classes, resolution)
     details = {}
     proxies, _ = engine_names(args.proxies)

@@ -36,7 +36,7 @@ def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAUL
     start = time.perf_counter()
     values, error = {}, None
     try:
-        model = build_seeded(space, arch, seed).to(device)
+        model = build_seeded(space, arch, seed, device)
         values = evaluate(model, batches, proxies, cost=space.cost(arch))
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)

@@ -6,6 +6,7 @@ networks for the same architecture, whatever the order, worker or command that b
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
 
 import torch
@@ -17,11 +18,17 @@ def init_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def build_seeded(space, arch: str, seed: int) -> torch.nn.Module:
-    """`space.build(arch)` under the seed rule, leaving the caller's global RNG untouched."""
+def build_seeded(space, arch: str, seed: int, device=None) -> torch.nn.Module:
+    """`space.build(arch)` under the seed rule, on `device`, leaving the caller's global RNG untouched.
+
+    Spaces whose build takes `device` (nb201, mobilenet) create the network there directly, with
+    the same CPU draws and so the same bits; others are built on the CPU and moved."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed(seed, space.key(arch)))
-        return space.build(arch)
+        if "device" in inspect.signature(space.build).parameters:
+            return space.build(arch, device=torch.device(device or "cpu"))
+        model = space.build(arch)
+    return model if device is None else model.to(device)
 
 
 def proposal_rng(seed: int, iteration: int) -> random.Random:
