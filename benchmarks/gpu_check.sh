@@ -55,7 +55,7 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
   # 2. Correctness, concurrently.
   # With the caching allocator off every tensor is its own allocation, so memcheck sees overruns.
   sanitize=(env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --error-exitcode 1 --tool)
-  step tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_kernels.py -q -p no:cacheprovider -rfEs \
+  step tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_kernels.py tests/test_fast_build.py -q -p no:cacheprovider -rfEs \
     --junitxml="$OUT/tests.xml" &
   step sanitizer_memcheck 150 "${sanitize[@]}" memcheck "$PY" benchmarks/sanitizer_case.py &
   step sanitizer_initcheck 150 "${sanitize[@]}" initcheck "$PY" benchmarks/sanitizer_case.py &
@@ -79,6 +79,7 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
   fi
   step candidates 60 "$PY" benchmarks/candidates_per_second.py --device cuda --candidates 25 \
     --out "$OUT/candidates.json"
+  step search_overhead 40 "$PY" benchmarks/search_overhead.py --device cuda --rounds 10 --paper-rounds 10
 
   # 4. Nsight Compute: DRAM throughput of the fused kernels of a real run (-lineinfo is on).
   step ncu 75 ncu --nvtx --nvtx-include "zico/statistics/" --nvtx-include "zico/finalize/" \

@@ -163,3 +163,10 @@ def test_cli_backend_flags(cluster, tmp_path, capsys):
     assert "add --backend ray" in err and "Traceback" not in err
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 4
+    found = tmp_path / "search"
+    assert main(["search", "--space", "nb201", "--iterations", "4", "--population", "4", "--batch-size", "8",
+                 "--resolution", "16", "--device", "cpu", "--no-progress", "--out", str(found),
+                 "--backend", "ray", "--ray-address", cluster, "--workers", "2"]) == 0
+    header, records = read_run_log(found / "search.jsonl")
+    assert header["backend"]["kind"] == "ray" and len(records) == 4
+    assert json.loads((found / "best.json").read_text())["arch"] in {r["arch"] for r in records}
