@@ -155,6 +155,23 @@ def test_budgets_are_respected(batches, tmp_path):
     assert not (tmp_path / "none.jsonl").exists()  # nothing to refuse a corrected budget with
 
 
+def test_strategy_all_scores_the_benchmark_in_index_order(tmp_path):
+    from zico_fast.spaces.nb201 import NB201Space
+
+    space, small = NB201Space(C=4, N=1, resolution=16), make_batches(batch_size=4, num_batches=2, seed=0, resolution=16)
+    result = run(space, small, tmp_path / "all.jsonl", strategy="all", iterations=7, generation=3)
+    logged = records(tmp_path / "all.jsonl")
+    assert [space.index_of(r["arch"]) for r in logged] == list(range(7)) and result.iterations == 7
+    assert result.best_score == max(r["score"] for r in logged if r["score"] is not None)
+    with pytest.raises(SearchError, match="goes past the space"):
+        run(space, small, tmp_path / "past.jsonl", strategy="all", iterations=15_626)
+    with pytest.raises(SearchError, match="budgets apply"):
+        run(space, small, tmp_path / "budget.jsonl", strategy="all", max_params=1e6)
+    with pytest.raises(SearchError, match="numbers its architectures"):
+        run(TinySpace(), small, tmp_path / "tiny.jsonl", strategy="all")
+    assert not any((tmp_path / f"{n}.jsonl").exists() for n in ("past", "budget", "tiny"))
+
+
 def test_resume_refuses_other_settings(batches, tmp_path):
     run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=3)
     with pytest.raises(ZiCoUserError, match="other settings.*seed: 3 -> 4"):

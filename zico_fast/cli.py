@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("search", help="evolutionary (the paper's) or random search with ZiCo", formatter_class=fmt,
                          description="Evolutionary (the paper's) or random search; resumes from its log in --out.")
     run.add_argument("--space", choices=tuple(SPACES), default="nb201")
-    run.add_argument("--strategy", choices=("evolution", "random"), default="evolution")
+    run.add_argument("--strategy", choices=("evolution", "random", "all"), default="evolution",
+                     help="all: every architecture of an indexed space (nb201) in index order, --iterations of them")
     run.add_argument("--iterations", type=positive, default=1000, help="candidates to evaluate (the paper: 100000)")
     run.add_argument("--population", type=positive, default=512, help="population size (the paper: 512)")
     run.add_argument("--fitness", choices=("zico", "ensemble"), default="zico",

@@ -68,7 +68,10 @@ class _Population:
             self.archs.discard(self.members.pop(lowest)[0])
 
 
-def _propose(space, strategy, members, warm, rng, budget) -> tuple[str, Cost, int]:
+def _propose(space, strategy, members, warm, rng, budget, iteration) -> tuple[str, Cost, int]:
+    if strategy == "all":  # the benchmark's architectures in index order
+        arch = space.arch_from_index(iteration)  # in range: checked in _check_args
+        return arch, space.cost(arch), 0
     for discarded in range(MAX_DRAWS):
         if strategy == "random":
             arch = space.random(rng)
@@ -83,9 +86,19 @@ def _propose(space, strategy, members, warm, rng, budget) -> tuple[str, Cost, in
                       f"max_params, max_depth = {budget}); relax the budget")
 
 
-def _check_args(strategy, iterations, population, generation) -> None:
-    if strategy not in ("evolution", "random"):
-        raise SearchError(f"strategy must be 'evolution' or 'random', not {strategy!r}")
+def _check_args(space, strategy, iterations, population, generation, budget) -> None:
+    if strategy not in ("evolution", "random", "all"):
+        raise SearchError(f"strategy must be 'evolution', 'random' or 'all', not {strategy!r}")
+    if strategy == "all" and not space.has_index:
+        raise SearchError(f"--strategy all needs a space that numbers its architectures; {space.name} does not")
+    if strategy == "all" and any(b is not None for b in budget):
+        raise SearchError("--strategy all scores every architecture in index order; budgets apply to evolution "
+                          "and random search, so leave out --max-flops/--max-params/--max-depth")
+    if strategy == "all" and isinstance(iterations, int) and iterations >= 1:
+        try:  # before any work: the last index must exist
+            space.arch_from_index(iterations - 1)
+        except ValueError as exc:
+            raise SearchError(f"--strategy all: iterations={iterations} goes past the space ({exc})") from None
     for name, value in (("iterations", iterations), ("population", population), ("generation", generation)):
         if not isinstance(value, int) or value < 1:
             raise SearchError(f"{name} must be a positive integer, got {value!r}")
@@ -100,7 +113,8 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
 
     evolution (the paper's): until the population has 10 members a child mutates `space.initial`
     in one block, afterwards a uniformly drawn parent in two blocks; the lowest member is dropped
-    when there are more than `population`. random: `space.random` candidates. Every candidate is
+    when there are more than `population`. random: `space.random` candidates. all: the space's
+    architectures in benchmark index order (iteration i is index i; no budgets). Every candidate is
     appended to the log at `log_path`; if it exists, the search replays it and goes on (with more
     `iterations`; fewer than the log holds is refused rather than reporting a prefix).
     `backend` (default: `workers` spawned processes, which survive a candidate's native crash).
@@ -115,12 +129,12 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
         from zico_fast.proxies import ENSEMBLE_MEMBERS
 
         proxies = tuple(dict.fromkeys((*proxies, *ENSEMBLE_MEMBERS)))
-    _check_args(strategy, iterations, population, generation)
+    budget = (max_flops, max_params, max_depth)
+    _check_args(space, strategy, iterations, population, generation, budget)
     log_path = Path(log_path)
     device = check_device(device, on_this_machine=not getattr(backend, "remote", False))
     stored = stored_settings(log_path)
     threads = check_threads(threads or stored.get("repro", {}).get("threads"))
-    budget = (max_flops, max_params, max_depth)
     settings = {"space": space.settings(), "strategy": strategy, "seed": seed, "population": population,
                 "generation": generation, "max_flops": max_flops, "max_params": max_params,
                 "max_depth": max_depth, "proxies": list(proxies), "repro": repro_record(device, threads, batches)}
@@ -144,7 +158,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
         for start in range(0, iterations, generation):
             warm = len(state.pop.members) >= min(WARMUP_MEMBERS, population)
             members = list(state.pop.members)
-            children = [(i, *_propose(space, strategy, members, warm, proposal_rng(seed, i), budget))
+            children = [(i, *_propose(space, strategy, members, warm, proposal_rng(seed, i), budget, i))
                         for i in range(start, min(start + generation, iterations))]
             fresh, known = {}, set(state.cache)
             for i, arch, _, _ in children:
