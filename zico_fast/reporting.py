@@ -99,21 +99,24 @@ def _label(name: str) -> str:
 
 def summary_markdown(report: dict) -> str:
     s, d = report["settings"], report.get("data") or {}
+    # the paper's numbers are NB201's CIFAR-10 test accuracy; other tables get no such column
+    with_paper = s["space"]["name"] == "nb201" and report["truth_column"] == "cifar10_test_acc"
     lines = [f"# ZiCo rank correlation: {s['space']['name']}, {report['truth_column']}", "",
              f"N = {report['n']} architectures (sample {s['sample'] if s['sample'] is not None else 'all'}, "
              f"seed {s['seed']}); {d.get('batches', '?')} batches of {d.get('batch_size', '?')} images "
              f"({d.get('source', '?')}, data seed {d.get('data_seed', '?')}); default init, BN in train mode; "
              f"device {s['repro']['device']}, {s['repro']['threads']} thread(s), torch {s['repro']['torch']}.", "",
-             "| proxy | Kendall tau | Spearman | N | paper (NB201, all 15,625) tau / rho |", "|---|---|---|---|---|"]
+             "| proxy | Kendall tau | Spearman | N |" + (" paper (NB201, all 15,625) tau / rho |" if with_paper else ""),
+             "|---|---|---|---|" + ("---|" if with_paper else "")]
     if report.get("complete") is False:  # an interim report of a run still going (or stopped) part-way
         lines[2:2] = [f"**Partial run: {report['rows_scored']} of {report['rows_total']} rows scored so far** "
                       "(rows are scored in file order; rerunning the same command resumes the run).", ""]
     ordered = sorted(report["correlations"].items(),
                      key=lambda kv: -(kv[1]["kendall_tau"] if math.isfinite(kv[1]["kendall_tau"]) else -9))
     for name, c in ordered:
-        paper = PAPER_CIFAR10.get(name) if report["truth_column"] == "cifar10_test_acc" else None
-        lines.append(f"| {_label(name)} | {_num(c['kendall_tau'])} | {_num(c['spearman'])} | {c['n']} | "
-                     f"{f'{paper[0]:.2f} / {paper[1]:.2f}' if paper else ''} |")
+        paper = PAPER_CIFAR10.get(name)
+        lines.append(f"| {_label(name)} | {_num(c['kendall_tau'])} | {_num(c['spearman'])} | {c['n']} |"
+                     + (f" {f'{paper[0]:.2f} / {paper[1]:.2f}' if paper else ''} |" if with_paper else ""))
     if report["failed"]:
         lines += ["", f"{len(report['failed'])} score(s) failed or were not finite and are left out (report.json)."]
     st = report.get("stability")
