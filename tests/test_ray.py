@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,29 @@ def test_an_actor_killed_mid_candidate_is_replaced_and_the_candidate_retried(clu
     assert all(r["error"] is None for r in records)
 
 
+def test_an_actor_killed_from_outside_loses_nothing(cluster, tmp_path):
+    # kill -9 of a busy actor's process by another party (an operator, the OOM killer)
+    slow = SlowSpace(1.5)
+    table = truth_table(tmp_path, slow)
+    backend, log = RayBackend(2), tmp_path / "outside.jsonl"
+
+    def kill_when_busy():
+        while not (log.exists() and len(log.read_text().splitlines()) >= 2):  # header + one record
+            time.sleep(0.05)
+        time.sleep(0.5)  # both actors are inside their next candidates (1.5 s of build each)
+        os.kill(backend.started_pids[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    correlate(slow, batch_sets(), log_path=log, truth=table, threads=1, backend=backend)
+    killer.join(timeout=5)
+    records = read_run_log(log)[1]
+    _, reference = run_correlate(tmp_path, "reference", SPACE, ProcessBackend(2))
+    assert backend.respawned == 1 and not killer.is_alive()
+    assert [r["arch_index"] for r in records] == INDICES and all(r["error"] is None for r in records)
+    assert [r["score"] for r in records] == [r["score"] for r in reference]
+
+
 def test_a_candidate_that_crashes_natively_fails_alone(cluster, tmp_path):
     crashing = CrashingSpace(every=3)
     backend = RayBackend(2)
@@ -120,14 +144,14 @@ from zico_fast.correlate import correlate
 from zico_fast.data import make_batches
 from zico_fast.engine import RayBackend
 from zico_fast import truth as T
-space = SlowSpace(0.5)
+space = SlowSpace(1.0)
 correlate(space, [make_batches(None, 8, 2, 0, resolution=16)], log_path=sys.argv[2],
           truth=T.load_truth(sys.argv[3], space), threads=1, backend=RayBackend(2, address=sys.argv[1]))
 """
 
 
 def test_a_killed_driver_resumes_from_the_log(cluster, tmp_path):
-    slow = SlowSpace(0.5)
+    slow = SlowSpace(1.0)
     table = truth_table(tmp_path, slow)
     log = tmp_path / "driver.jsonl"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}

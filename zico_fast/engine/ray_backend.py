@@ -101,6 +101,7 @@ class RayBackend:
             started = ray.get(done)
         except ray.exceptions.RayError as exc:
             raise PoolError(f"a Ray scoring actor could not start: {str(exc).strip().splitlines()[-1]}") from None
+        self.started_pids = [s["pid"] for s in started]  # the first actors' processes (monitoring, fault tests)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self._info = {"kind": "ray", "ray": ray.__version__, "nodes": len(nodes),
                       "resources": {k: v for k, v in sorted(resources.items()) if k in ("CPU", "GPU")},
@@ -142,11 +143,6 @@ class RayBackend:
                 continue
             idle.append(slot)
             yield task, record
-
-    def actor_pids(self) -> list[int]:
-        """Process ids of the live actors (for fault tests and monitoring)."""
-        ray = _ray()
-        return [info["pid"] for info in ray.get([a.ready.remote() for a in self._actors])]
 
     def close(self) -> None:
         if not self._actors and not self._started_ray:
