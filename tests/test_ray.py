@@ -185,6 +185,9 @@ def test_cli_backend_flags(cluster, tmp_path, capsys):
     assert main([*args, "--ray-address", cluster, "--out", str(tmp_path / "x")]) == 2  # without --backend ray
     err = capsys.readouterr().err
     assert "add --backend ray" in err and "Traceback" not in err
+    for share in ("-1", "1.5"):  # a negative or fractional-above-one GPU share
+        assert main([*args, "--backend", "ray", "--gpus-per-worker", share, "--out", str(tmp_path / "y")]) == 2
+        assert "gpus_per_worker" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 4
     found = tmp_path / "search"

@@ -60,8 +60,9 @@ class RayBackend:
     def __init__(self, workers: int = 1, address: str | None = None, gpus_per_worker: float = 0.0):
         if not isinstance(workers, int) or workers < 1:
             raise ZiCoUserError(f"workers must be a positive integer, got {workers!r}")
-        if not 0 <= gpus_per_worker <= 1 and gpus_per_worker != int(gpus_per_worker):
-            raise ZiCoUserError(f"gpus_per_worker must be a fraction in [0, 1] or a whole number, got {gpus_per_worker}")
+        if gpus_per_worker < 0 or (gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker)):
+            raise ZiCoUserError(f"gpus_per_worker (--gpus-per-worker) must be a fraction in [0, 1] or a whole number "
+                                f"of GPUs, got {gpus_per_worker}")
         self.workers, self.address, self.gpus_per_worker = workers, address, float(gpus_per_worker)
         self.respawned, self._actors, self._started_ray, self._info = 0, [], False, {}
 
