@@ -134,24 +134,23 @@ def _score_in_order(backend, todo, rows, records, log, progress, total, space) -
                             "repeat": task.batch_set, **rec, "cached_from": cached_from}
         bar.update(1)
 
-    for first, later in list(copies.items()):
-        if first in logged:  # scored by an earlier run of this log
-            for task in copies.pop(first):
-                ready(task, {**_scored_part(logged[first]), "seconds": None}, first)
-    for task, rec in backend.run(fresh):
-        ready(task, rec)
-        for copy in copies.pop(task.id, []):
-            ready(copy, {**rec, "seconds": None}, task.id)
+    def flush():  # log every record whose predecessors are all logged
+        nonlocal next_id
         while next_id in waiting:
             record = waiting.pop(next_id)
             log.append(record)
             records.append(record)
             next_id += 1
-    while next_id in waiting:  # copies of rows that an earlier run scored
-        record = waiting.pop(next_id)
-        log.append(record)
-        records.append(record)
-        next_id += 1
+
+    for first in [f for f in copies if f in logged]:  # scored by an earlier run of this log
+        for task in copies.pop(first):
+            ready(task, {**_scored_part(logged[first]), "seconds": None}, first)
+    for task, rec in backend.run(fresh):
+        ready(task, rec)
+        for copy in copies.pop(task.id, []):
+            ready(copy, {**rec, "seconds": None}, task.id)
+        flush()
+    flush()  # copies of rows that an earlier run scored, after the last fresh record
     bar.close()
 
 

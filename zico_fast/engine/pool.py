@@ -57,6 +57,25 @@ class PoolError(ZiCoUserError):
     """Workers that cannot start (e.g. a space defined in `__main__` without a main guard)."""
 
 
+def failed_record(config: WorkerConfig, task: Task, error: str) -> dict:
+    """The record of a candidate whose scoring process died (score_candidate's fields)."""
+    return {"score": None, "values": {}, "seconds": None,
+            "init_seed": init_seed(config.seed, config.space.key(task.arch)), "error": error}
+
+
+def device_batch_sets(config: WorkerConfig) -> list:
+    """The run's batch sets on the scoring device, moved once per worker."""
+    return [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
+
+
+def prepare_worker_process(config: WorkerConfig) -> list:
+    """A dedicated scoring process's one-time set-up (local worker or Ray actor): the run's thread
+    count and cuDNN flags, set for the whole process, and its batch sets on the device."""
+    torch.set_num_threads(config.threads)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    return device_batch_sets(config)
+
+
 def score_task(config: WorkerConfig, batch_sets, task: Task) -> dict:
     return score_candidate(config.space, task.arch, batch_sets[task.batch_set], config.seed, config.device,
                            config.proxies)
@@ -67,7 +86,7 @@ class InProcessBackend:
 
     def start(self, config: WorkerConfig) -> None:
         self.config = config
-        self.batch_sets = [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
+        self.batch_sets = device_batch_sets(config)
 
     def run(self, tasks):
         with torch_settings(self.config.threads):
@@ -92,9 +111,7 @@ def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
-        torch.set_num_threads(config.threads)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        batch_sets = [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
+        batch_sets = prepare_worker_process(config)
     except Exception:
         conn.send(("init-error", traceback.format_exc(limit=3)))
         return
@@ -187,9 +204,8 @@ class ProcessBackend:
                 except (EOFError, OSError):  # the worker died inside this candidate
                     process.join()
                     task = busy[w]
-                    record = {"score": None, "values": {}, "seconds": None,
-                              "init_seed": init_seed(self.config.seed, self.config.space.key(task.arch)),
-                              "error": f"the scoring process died ({_death(process)}) inside this candidate"}
+                    record = failed_record(self.config, task,
+                                           f"the scoring process died ({_death(process)}) inside this candidate")
                     conn.close()
                     self._procs[w] = self._spawn()
                     self.respawned += 1

@@ -16,8 +16,7 @@ import os
 
 import torch
 
-from zico_fast.engine.pool import PoolError, WorkerConfig, score_task
-from zico_fast.engine.seeding import init_seed
+from zico_fast.engine.pool import PoolError, WorkerConfig, failed_record, prepare_worker_process, score_task
 from zico_fast.errors import ZiCoUserError
 
 ATTEMPTS = 2  # actor deaths a candidate may cause before it is recorded as failed
@@ -36,13 +35,11 @@ class _ScoringActor:
     """One scoring process on the cluster; holds the batches and torch settings of the run."""
 
     def __init__(self, config: WorkerConfig):
-        torch.set_num_threads(config.threads)  # set explicitly: Ray's OMP_NUM_THREADS is not torch's
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         self.config = config
-        self.batch_sets = [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
+        self.batch_sets = prepare_worker_process(config)  # sets torch's threads: Ray's OMP_NUM_THREADS is not it
 
     def ready(self) -> dict:
-        return {"pid": os.getpid(), "threads": torch.get_num_threads(),
+        return {"pid": os.getpid(),
                 "gpu": torch.cuda.get_device_name() if torch.device(self.config.device).type == "cuda" else None}
 
     def score(self, task) -> dict:
@@ -131,17 +128,14 @@ class RayBackend:
                 ray.kill(self._actors[slot], no_restart=True)
                 self._actors[slot] = self._actor_class.remote(self._config_ref)
                 self.respawned += 1
-                idle.append(slot)
                 deaths[task.id] += 1
                 if deaths[task.id] < ATTEMPTS:
                     todo.appendleft(task)
+                    idle.append(slot)
                     continue
                 reason = str(exc).strip().splitlines()[0][:200]
-                record = {"score": None, "values": {}, "seconds": None,
-                          "init_seed": init_seed(self.config.seed, self.config.space.key(task.arch)),
-                          "error": f"the scoring actor died {ATTEMPTS} times inside this candidate ({reason})"}
-                yield task, record
-                continue
+                record = failed_record(self.config, task,
+                                       f"the scoring actor died {ATTEMPTS} times inside this candidate ({reason})")
             idle.append(slot)
             yield task, record
 
