@@ -89,19 +89,19 @@ def _propose(space, strategy, members, warm, rng, budget, iteration) -> tuple[st
 def _check_args(space, strategy, iterations, population, generation, budget) -> None:
     if strategy not in ("evolution", "random", "all"):
         raise SearchError(f"strategy must be 'evolution', 'random' or 'all', not {strategy!r}")
-    if strategy == "all" and not space.has_index:
-        raise SearchError(f"--strategy all needs a space that numbers its architectures; {space.name} does not")
-    if strategy == "all" and any(b is not None for b in budget):
-        raise SearchError("--strategy all scores every architecture in index order; budgets apply to evolution "
-                          "and random search, so leave out --max-flops/--max-params/--max-depth")
-    if strategy == "all" and isinstance(iterations, int) and iterations >= 1:
-        try:  # before any work: the last index must exist
-            space.arch_from_index(iterations - 1)
-        except ValueError as exc:
-            raise SearchError(f"--strategy all: iterations={iterations} goes past the space ({exc})") from None
     for name, value in (("iterations", iterations), ("population", population), ("generation", generation)):
         if not isinstance(value, int) or value < 1:
             raise SearchError(f"{name} must be a positive integer, got {value!r}")
+    if strategy == "all":  # every check before any work
+        if not space.has_index:
+            raise SearchError(f"--strategy all needs a space that numbers its architectures; {space.name} does not")
+        if any(b is not None for b in budget):
+            raise SearchError("--strategy all scores every architecture in index order; budgets apply to "
+                              "evolution and random search, so leave out --max-flops/--max-params/--max-depth")
+        try:  # the last index must exist
+            space.arch_from_index(iterations - 1)
+        except ValueError as exc:
+            raise SearchError(f"--strategy all: iterations={iterations} goes past the space ({exc})") from None
 
 
 def search(space: SearchSpace, batches, *, iterations: int, log_path, population: int = 512,
