@@ -12,6 +12,7 @@ from zico_fast.cli import main
 from zico_fast.correlate import correlate
 from zico_fast.engine import InProcessBackend, read_run_log
 from zico_fast.spaces.nb201 import NB201Space
+from testing import without_timings
 
 SPACE = NB201Space()
 INDICES = [0, 100, 5000, 12345, 777, 15624]
@@ -255,5 +256,4 @@ def test_repeated_architectures_are_scored_once_and_copied_exactly(tmp_path):
     backend = Counting()
     resumed = correlate(small, sets, log_path=log, truth=table, threads=1, backend=backend).records
     assert sorted(backend.sent) == sorted([cells[2]] + cells)
-    timeless = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]  # noqa: E731
-    assert timeless(resumed) == timeless(records)
+    assert without_timings(resumed) == without_timings(records)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engine_spaces import CrashingSpace
+from testing import logged_without_timings
 from zico_fast.correlate import correlate
 from zico_fast.engine import (InProcessBackend, ProcessBackend, RunLog, RunLogError, Task, WorkerConfig,
                               build_seeded, init_seed, read_run_log)
@@ -109,15 +110,11 @@ class ReversedBackend(InProcessBackend):
         return reversed(list(super().run(tasks)))
 
 
-def stripped(path):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_run_log(path)[1]]
-
-
 def test_arrival_order_never_changes_a_log(batches, tmp_path):
     for name, backend in (("in_order", InProcessBackend()), ("reversed", ReversedBackend())):
         search(SPACE, batches, iterations=8, population=3, generation=4, seed=2, threads=1,
                log_path=tmp_path / f"search_{name}.jsonl", backend=backend)
-    assert stripped(tmp_path / "search_in_order.jsonl") == stripped(tmp_path / "search_reversed.jsonl")
+    assert logged_without_timings(tmp_path / "search_in_order.jsonl") == logged_without_timings(tmp_path / "search_reversed.jsonl")
     for name, backend in (("in_order", InProcessBackend()), ("reversed", ReversedBackend())):
         correlate(SPACE, [batches], log_path=tmp_path / f"cor_{name}.jsonl", sample=4, threads=1, backend=backend)
-    assert stripped(tmp_path / "cor_in_order.jsonl") == stripped(tmp_path / "cor_reversed.jsonl")
+    assert logged_without_timings(tmp_path / "cor_in_order.jsonl") == logged_without_timings(tmp_path / "cor_reversed.jsonl")

@@ -9,6 +9,7 @@ from zico_fast.engine.seeding import build_seeded
 from zico_fast.proxies import ENSEMBLE_MEMBERS
 from zico_fast.search import search
 from zico_fast.spaces.nb201 import NB201Space
+from testing import logged_without_timings
 
 SPACE = NB201Space(C=4, N=1, resolution=16)
 
@@ -24,20 +25,16 @@ def run(batches, log, iterations):
                   threads=1, backend=InProcessBackend(), fitness="ensemble")
 
 
-def stripped(log):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_run_log(log)[1]]
-
-
 @pytest.mark.slow
 def test_ensemble_search_resumes_to_the_uninterrupted_run(batches, tmp_path):
     full = run(batches, tmp_path / "full.jsonl", 9)
     run(batches, tmp_path / "part.jsonl", 3)  # stops after one generation ...
     resumed = run(batches, tmp_path / "part.jsonl", 9)  # ... and goes on from the log
-    assert stripped(tmp_path / "part.jsonl") == stripped(tmp_path / "full.jsonl")
+    assert logged_without_timings(tmp_path / "part.jsonl") == logged_without_timings(tmp_path / "full.jsonl")
     assert (resumed.best_arch, resumed.best_score, resumed.population) == (full.best_arch, full.best_score, full.population)
     header = read_run_log(tmp_path / "full.jsonl")[0]
     assert header["settings"]["fitness"] == {"kind": "ensemble", "members": list(ENSEMBLE_MEMBERS)}
-    first = stripped(tmp_path / "full.jsonl")[0]
+    first = logged_without_timings(tmp_path / "full.jsonl")[0]
     assert set(ENSEMBLE_MEMBERS) <= set(first["values"])
     assert full.best_score <= 0.0  # sum of log(rank/m): 0 only for a network first on every member
 

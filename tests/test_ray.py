@@ -14,6 +14,7 @@ import pytest
 import ray
 
 from engine_spaces import CrashingSpace, KilledOnceSpace, SlowSpace
+from testing import without_timings
 from zico_fast import truth as T
 from zico_fast.cli import main
 from zico_fast.correlate import correlate
@@ -45,10 +46,6 @@ def truth_table(tmp_path, space, indices=INDICES):
     return T.load_truth(path, space)
 
 
-def timeless(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
 def batch_sets(n=1):
     return [make_batches(None, 8, 2, seed, resolution=16) for seed in range(n)]
 
@@ -65,7 +62,7 @@ def test_correlate_logs_the_same_records_as_local_processes(cluster, tmp_path):
     local_header, local = run_correlate(tmp_path, "local", SPACE, ProcessBackend(2), sets=sets)
     for actors in (1, 2):
         header, records = run_correlate(tmp_path, f"ray{actors}", SPACE, RayBackend(actors), sets=sets)
-        assert timeless(records) == timeless(local) and len(records) == 2 * len(INDICES)
+        assert without_timings(records) == without_timings(local) and len(records) == 2 * len(INDICES)
         assert header["settings"] == local_header["settings"]
         # where it scored is in the header: the cluster's resources, not a setting a resume must repeat
         assert header["backend"]["kind"] == "ray" and header["backend"]["resources"]["CPU"] == 2
@@ -81,7 +78,7 @@ def test_search_logs_the_same_candidates_as_local_processes(cluster, tmp_path):
                         log_path=tmp_path / f"{name}.jsonl", threads=1, backend=backend)
         runs[name] = (result, read_run_log(tmp_path / f"{name}.jsonl")[1])
     (local, local_log), (on_ray, ray_log) = runs["local"], runs["ray"]
-    assert timeless(ray_log) == timeless(local_log) and len(ray_log) == 24
+    assert without_timings(ray_log) == without_timings(local_log) and len(ray_log) == 24
     assert (on_ray.best_arch, on_ray.best_score, on_ray.population) == (local.best_arch, local.best_score,
                                                                           local.population)
 
@@ -171,7 +168,7 @@ def test_a_killed_driver_resumes_from_the_log(cluster, tmp_path):
     # the same run, resumed from this process on the same cluster, completes the log
     _, records = run_correlate(tmp_path, "driver", slow, RayBackend(2), table=table)
     _, reference = run_correlate(tmp_path, "reference", SPACE, ProcessBackend(2))
-    assert timeless(records) == timeless(reference)
+    assert without_timings(records) == without_timings(reference)
 
 
 def test_cli_backend_flags(cluster, tmp_path, capsys):

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from zico_fast.data import make_batches
-from zico_fast.engine import InProcessBackend, read_run_log
+from zico_fast.engine import InProcessBackend
 from zico_fast.errors import ZiCoUserError
 from zico_fast.reporting import write_search_outputs
 from zico_fast.search import SearchError, search
 from zico_fast.spaces import Cost, SearchSpace
+from testing import logged_without_timings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,10 +85,6 @@ def batches():
     return make_batches(batch_size=8, num_batches=2, seed=0)
 
 
-def records(log):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_run_log(log)[1]]
-
-
 def run(space, batches, log, **kw):
     # One thread: scores depend on the thread count, and one thread each stays fast on busy cores.
     # In-process unless workers are asked for: TinySpace counts its builds in this process.
@@ -101,11 +98,11 @@ def run(space, batches, log, **kw):
 def test_same_seed_same_records(strategy, batches, tmp_path):
     first = run(TinySpace(), batches, tmp_path / "a.jsonl", strategy=strategy)
     second = run(TinySpace(), batches, tmp_path / "b.jsonl", strategy=strategy)
-    assert records(tmp_path / "a.jsonl") == records(tmp_path / "b.jsonl")
+    assert logged_without_timings(tmp_path / "a.jsonl") == logged_without_timings(tmp_path / "b.jsonl")
     assert (first.best_arch, first.best_score) == (second.best_arch, second.best_score)
-    assert first.iterations == 40 and len(records(tmp_path / "a.jsonl")) == 40
+    assert first.iterations == 40 and len(logged_without_timings(tmp_path / "a.jsonl")) == 40
     run(TinySpace(), batches, tmp_path / "c.jsonl", strategy=strategy, seed=4)
-    assert records(tmp_path / "c.jsonl") != records(tmp_path / "a.jsonl")
+    assert logged_without_timings(tmp_path / "c.jsonl") != logged_without_timings(tmp_path / "a.jsonl")
 
 
 def test_evolution_follows_the_paper(batches, tmp_path):
@@ -114,16 +111,16 @@ def test_evolution_follows_the_paper(batches, tmp_path):
     assert len(result.population) == 8 and result.population == sorted(result.population, key=lambda m: -m[1])
     # Before the population reaches 8 (< 10) members, every child is one block away from the initial.
     start = space.initial(None)
-    for r in records(tmp_path / "log.jsonl")[:5]:
+    for r in logged_without_timings(tmp_path / "log.jsonl")[:5]:
         assert sum(x != y for x, y in zip(space._widths(r["arch"]), space._widths(start))) == 1
-    assert result.best_score == max(r["score"] for r in records(tmp_path / "log.jsonl") if r["score"] is not None)
+    assert result.best_score == max(r["score"] for r in logged_without_timings(tmp_path / "log.jsonl") if r["score"] is not None)
     assert min(s for _, s in result.population) == result.history[-1][3]
 
 
 def test_identical_candidates_are_scored_once(batches, tmp_path):
     space = TinySpace(widths=range(2, 6))  # 16 architectures, so 50 draws repeat many
     result = run(space, batches, tmp_path / "log.jsonl", iterations=50, strategy="random")
-    logged = records(tmp_path / "log.jsonl")
+    logged = logged_without_timings(tmp_path / "log.jsonl")
     assert sorted(space.builds) == sorted({r["arch"] for r in logged})
     assert result.cached == 50 - len(space.builds) > 0
     first = {}
@@ -136,7 +133,7 @@ def test_identical_candidates_are_scored_once(batches, tmp_path):
 
 def test_failing_candidates_are_recorded_not_fatal(batches, tmp_path):
     result = run(TinySpace(), batches, tmp_path / "log.jsonl", iterations=60, strategy="random")
-    logged = records(tmp_path / "log.jsonl")
+    logged = logged_without_timings(tmp_path / "log.jsonl")
     failed = [r for r in logged if r["error"]]
     assert any("cannot build" in r["error"] for r in failed)
     assert any("non-finite ZiCo score" in r["error"] for r in failed)
@@ -147,7 +144,7 @@ def test_failing_candidates_are_recorded_not_fatal(batches, tmp_path):
 
 def test_budgets_are_respected(batches, tmp_path):
     result = run(TinySpace(), batches, tmp_path / "log.jsonl", strategy="random", max_params=3000, max_flops=2e6)
-    logged = records(tmp_path / "log.jsonl")
+    logged = logged_without_timings(tmp_path / "log.jsonl")
     assert all(r["params"] <= 3000 and r["flops"] <= 2e6 for r in logged)
     assert result.discarded == sum(r["discarded"] for r in logged) > 0
     with pytest.raises(SearchError, match="impossible budget"):
@@ -160,7 +157,7 @@ def test_strategy_all_scores_the_benchmark_in_index_order(tmp_path):
 
     space, small = NB201Space(C=4, N=1, resolution=16), make_batches(batch_size=4, num_batches=2, seed=0, resolution=16)
     result = run(space, small, tmp_path / "all.jsonl", strategy="all", iterations=7, generation=3)
-    logged = records(tmp_path / "all.jsonl")
+    logged = logged_without_timings(tmp_path / "all.jsonl")
     assert [space.index_of(r["arch"]) for r in logged] == list(range(7)) and result.iterations == 7
     assert result.best_score == max(r["score"] for r in logged if r["score"] is not None)
     with pytest.raises(SearchError, match="goes past the space"):
@@ -196,10 +193,10 @@ def test_resume_drops_a_truncated_line_and_repeats_nothing(batches, tmp_path):
     run(TinySpace(), batches, tmp_path / "cut.jsonl", iterations=15)
     with open(tmp_path / "cut.jsonl", "ab") as f:
         f.write(b'{"iteration": 15, "arch": "w3-')  # killed in the middle of writing a record
-    logged = {r["arch"] for r in records(tmp_path / "cut.jsonl")}
+    logged = {r["arch"] for r in logged_without_timings(tmp_path / "cut.jsonl")}
     space = TinySpace()
     result = run(space, batches, tmp_path / "cut.jsonl")
-    assert records(tmp_path / "cut.jsonl") == records(tmp_path / "full.jsonl")
+    assert logged_without_timings(tmp_path / "cut.jsonl") == logged_without_timings(tmp_path / "full.jsonl")
     assert not logged & set(space.builds) and len(space.builds) == len(set(space.builds))
     assert result.iterations == 40
 
@@ -211,10 +208,10 @@ def test_worker_processes_give_the_same_records(batches, tmp_path):
     for strategy in ("random", "evolution"):
         run(TinySpace(), batches, tmp_path / f"{strategy}0.jsonl", strategy=strategy, iterations=12)
         run(TinySpace(), batches, tmp_path / f"{strategy}2.jsonl", strategy=strategy, iterations=12, workers=2)
-        assert records(tmp_path / f"{strategy}0.jsonl") == records(tmp_path / f"{strategy}2.jsonl")
+        assert logged_without_timings(tmp_path / f"{strategy}0.jsonl") == logged_without_timings(tmp_path / f"{strategy}2.jsonl")
     run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=6, workers=2)
     result = run(TinySpace(), batches, tmp_path / "evo.jsonl", iterations=12, workers=1)
-    assert result.iterations == 12 and records(tmp_path / "evo.jsonl") == records(tmp_path / "evolution0.jsonl")
+    assert result.iterations == 12 and logged_without_timings(tmp_path / "evo.jsonl") == logged_without_timings(tmp_path / "evolution0.jsonl")
 
 
 def test_outputs(batches, tmp_path):
@@ -261,6 +258,6 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 0 < len(records(log)) < 14, "the run was not killed mid-search"
+    assert 0 < len(logged_without_timings(log)) < 14, "the run was not killed mid-search"
     subprocess.run(cli_search(tmp_path / "killed", 14), check=True, env=env, capture_output=True, timeout=300)
-    assert records(log) == records(tmp_path / "full" / "search.jsonl")
+    assert logged_without_timings(log) == logged_without_timings(tmp_path / "full" / "search.jsonl")

@@ -1,8 +1,10 @@
-"""Shared test helpers: the devices to test on, and running the kernels on given gradient lists."""
+"""Shared test helpers: the devices to test on, running the kernels on given gradient lists, and run
+log records compared without their timings."""
 import numpy as np
 import torch
 
 import zico_fast
+from zico_fast.engine import read_run_log
 from zico_fast.reference import zico_oracle
 from zico_fast.stats import GradientStatistics
 
@@ -39,3 +41,13 @@ def random_gradients(shapes, num_batches, dtype=torch.float32, device="cpu", mea
     mus = [torch.randn(s, generator=gen, dtype=torch.float64) * mean_over_std for s in shapes]
     return [[(mu + torch.randn(mu.shape, generator=gen, dtype=torch.float64)).mul(1e-3).to(device=device, dtype=dtype)
              for mu in mus] for _ in range(num_batches)]
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    """Run log records minus `seconds`, the one field that differs between two runs of the same work."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def logged_without_timings(path) -> list[dict]:
+    """The records of the run log at `path`, minus their timings."""
+    return without_timings(read_run_log(path)[1])
