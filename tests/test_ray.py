@@ -182,6 +182,11 @@ def test_cli_backend_flags(cluster, tmp_path, capsys):
     assert main([*args, "--ray-address", cluster, "--out", str(tmp_path / "x")]) == 2  # without --backend ray
     err = capsys.readouterr().err
     assert "add --backend ray" in err and "Traceback" not in err
+    # nothing listens there: one line at once, instead of Ray retrying for minutes
+    done = subprocess.run([sys.executable, "-m", "zico_fast", *args, "--backend", "ray", "--ray-address",
+                           "127.0.0.1:1", "--out", str(tmp_path / "z")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "cannot reach a Ray cluster at '127.0.0.1:1'" in done.stderr
+    assert "Traceback" not in done.stderr
     for share in ("-1", "1.5"):  # a negative or fractional-above-one GPU share
         assert main([*args, "--backend", "ray", "--gpus-per-worker", share, "--out", str(tmp_path / "y")]) == 2
         assert "gpus_per_worker" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 
 import torch
 
@@ -29,6 +30,19 @@ def _ray():
     except ImportError:
         raise ZiCoUserError("the ray backend needs Ray: pip install 'zico_fast[ray]'") from None
     return ray
+
+
+def _unreachable(address: str | None) -> str | None:
+    """Why nothing listens at a host:port (or ray://host:port) address; None when something does,
+    or for None and 'auto', which Ray resolves itself."""
+    host, sep, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 class _ScoringActor:
@@ -66,6 +80,10 @@ class RayBackend:
     def _connect(self):
         ray = _ray()
         if not ray.is_initialized():
+            problem = _unreachable(self.address)
+            if problem:  # ray.init would retry for minutes before it gave up
+                raise ZiCoUserError(f"cannot reach a Ray cluster at {self.address!r} ({problem}); start one with "
+                                    "`ray start --head` or leave out --ray-address")
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
