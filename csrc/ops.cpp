@@ -28,6 +28,10 @@ TORCH_LIBRARY(zico_fast, m) {
   // The N = 2 closed form: per tensor, sum over kept elements of (|g1| + |g2|) / |g1 - g2|,
   // straight from the two gradients, with no moments stored.
   m.def("pair_ratio_sums(Tensor[] first, Tensor[] second, Tensor(a!)[] bad_batch, int batch) -> Tensor", tags);
+  // A network's default initialisation: uniform[i] <- U[-bounds[i], bounds[i]) drawn in list order
+  // from the MT19937 stream torch.manual_seed(seed) would start, constant[i] <- values[i]
+  // (csrc/init_weights.cpp; one implementation for every device).
+  m.def("init_weights_(Tensor(a!)[] uniform, float[] bounds, Tensor(b!)[] constant, float[] values, int seed) -> ()");
 }
 
 // NOTE: [Empty module]

@@ -62,6 +62,32 @@ def test_damaged_logs_name_file_and_line(tmp_path):
         read_run_log(path)
 
 
+def test_run_log_flushes_every_record_and_syncs_in_groups(tmp_path, monkeypatch):
+    """Each record reaches the OS at once (a reader sees it before close, as after kill -9); fsync
+    runs for the first record, then at most once per SYNC_INTERVAL, and at close."""
+    from zico_fast.engine import run_log
+
+    synced = []
+    monkeypatch.setattr(run_log.os, "fsync", lambda fd: synced.append(fd))
+    path = tmp_path / "run.jsonl"
+    log = RunLog(path, "search")
+    log.open({"seed": 1})
+    for i in range(50):
+        log.append({"id": i})
+        assert [r["id"] for r in read_run_log(path)[1]] == list(range(i + 1))
+    assert 1 <= len(synced) < 10  # 50 records in well under SYNC_INTERVAL * 9
+    log.close()
+    assert len(synced) >= 2  # close syncs what came after the last group
+    monkeypatch.setattr(run_log, "SYNC_INTERVAL", 0.0)
+    synced.clear()
+    log = RunLog(path, "search")
+    log.open({"seed": 1})
+    for i in range(50, 55):
+        log.append({"id": i})
+    assert len(synced) == 5
+    log.close()
+
+
 def test_seed_rule_depends_on_seed_and_key_only():
     arch = SPACE.arch_from_index(1234)
     assert init_seed(0, SPACE.key(arch)) == init_seed(0, arch) != init_seed(1, arch)

@@ -47,7 +47,7 @@ def test_mobilenet_build_is_bit_identical_to_constructors(arch, monkeypatch):
     torch.manual_seed(5)
     new = space.build(arch)
     monkeypatch.setattr(mobilenet, "_META", {})  # the old way: each constructor allocates and initialises
-    monkeypatch.setattr(mobilenet, "materialize", lambda model, device: model)
+    monkeypatch.setattr(mobilenet, "materialize", lambda model, device, seed=None: model)
     torch.manual_seed(5)
     assert_same_network(space.build(arch), new)
 
@@ -141,3 +141,51 @@ def test_default_device_context_does_not_move_the_draws():
         net = space.build(NB201_ARCHS[0])
     assert all(t.is_meta for t in list(net.parameters()) + list(net.buffers()))
     assert torch.equal(torch.get_rng_state(), after_cpu)
+
+
+def test_native_draws_are_uniform_s_bits():
+    """init_weights_ against Tensor.uniform_ after torch.manual_seed, on fresh random lists: sizes
+    around the generator's 624-word blocks, seeds above 2**32 (torch keeps the low 32 bits), float
+    and int64 constants, and the global generator left as it was."""
+    from zico_fast._ops import init_weights_
+
+    rng = torch.Generator().manual_seed(1234)
+    for _ in range(25):
+        seed = int(torch.randint(0, 2**62, (), generator=rng)) * 2 + 1
+        sizes = [int(s) for s in torch.randint(1, 3000, (int(torch.randint(1, 7, (), generator=rng)),), generator=rng)]
+        sizes[0] = [623, 624, 625, 1, 36864][_ % 5]
+        bounds = (torch.rand(len(sizes), generator=rng, dtype=torch.float64) * 2 + 1e-4).tolist()
+        torch.manual_seed(seed)
+        expected = [torch.empty(n).uniform_(-b, b) for n, b in zip(sizes, bounds)]
+        state = torch.get_rng_state()
+        out = [torch.full((n,), float("nan")) for n in sizes]
+        constants = [torch.empty(3), torch.empty(2, 2), torch.empty((), dtype=torch.long)]
+        init_weights_(out, bounds, constants, [1.0, 0.0, 0.0], seed)
+        assert all(torch.equal(a, b) for a, b in zip(out, expected))
+        assert torch.equal(torch.get_rng_state(), state)
+        assert constants[0].eq(1).all() and constants[1].eq(0).all() and constants[2].item() == 0
+    with pytest.raises(RuntimeError, match="must be contiguous"):
+        init_weights_([torch.empty(4, 4).t()], [1.0], [], [], 0)
+    with pytest.raises(RuntimeError, match="must be float32"):
+        init_weights_([torch.empty(4, dtype=torch.float64)], [1.0], [], [], 0)
+
+
+@pytest.mark.parametrize("space,arch", [(NB201Space(C=8, N=2), a) for a in NB201_ARCHS] +
+                         [(MobileNetSpace(num_classes=10), SMALL_MOBILENET)])
+def test_seeded_build_is_the_manual_seed_build(space, arch):
+    """build(arch, seed=s): the bits of torch.manual_seed(s); build(arch), drawn natively, no global draw."""
+    seed = 2**40 + 77
+    before = torch.get_rng_state()
+    seeded = space.build(arch, seed=seed)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(seed)
+    assert_same_network(seeded, space.build(arch))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_seeded_build_on_cuda_has_the_cpu_bits():
+    """The native draws' device path (pinned staging, one copy, fused splits and constant fills)."""
+    for space, arch in [(NB201Space(), NB201_ARCHS[0]), (MobileNetSpace(num_classes=10), SMALL_MOBILENET)]:
+        gpu = space.build(arch, device="cuda", seed=99)
+        assert all(t.is_cuda for t in list(gpu.parameters()) + list(gpu.buffers()))
+        assert_same_network(space.build(arch, seed=99), gpu.cpu())

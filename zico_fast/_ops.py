@@ -84,3 +84,12 @@ def _pair_ratio_sums_fake(first, second, bad_batch, batch):
     _check_gradients(op, second, bad_batch)
     _check_group(op, "first", second, first, second[0].dtype)
     return second[0].new_empty((len(second),), dtype=torch.float64)
+
+
+def init_weights_(uniform, bounds, constant, values, seed: int) -> None:
+    """uniform[i] <- U[-bounds[i], bounds[i]) drawn in list order from the MT19937 stream that
+    torch.manual_seed(seed) starts (the same bits as Tensor.uniform_ after it; the global generator
+    is not touched), constant[i] <- values[i]. Tensors contiguous, on one device; see
+    csrc/init_weights.cpp."""
+    if uniform or constant:
+        _ops.init_weights_(uniform, bounds, constant, values, seed)

@@ -52,12 +52,14 @@ def named_modules_fast(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def select_layers(model: nn.Module, layers: LayerSelector = None,
-                  named: list[tuple[str, nn.Module]] | None = None) -> tuple[list[SelectedLayer], dict[str, str]]:
+                  named: list[tuple[str, nn.Module]] | None = None,
+                  allow_none: bool = False) -> tuple[list[SelectedLayer], dict[str, str]]:
     """The weights to score, and the matching layers that were left out with the reason why.
 
     A weight shared by several modules is scored once, under the first module's name; frozen
     weights (requires_grad=False) are left out, as are matching modules without a weight tensor.
-    `named`: the model's named modules when the caller has walked them already.
+    `named`: the model's named modules when the caller has walked them already (or a part of
+    them, with `allow_none`: then selecting nothing is no error).
     """
     matches = _matcher(layers)
     selected: list[SelectedLayer] = []
@@ -76,10 +78,14 @@ def select_layers(model: nn.Module, layers: LayerSelector = None,
         else:
             owner_of[id(weight)] = name
             selected.append(SelectedLayer(name, weight))
-    if not selected:
-        raise ValueError(
-            "the model has no layer ZiCo can score: no trainable weight of "
-            + ("Conv2d/Linear modules" if layers is None else f"the selected layers ({layers!r})")
-            + ". Pass layers=(nn.Conv1d, ...) or a predicate(name, module) to choose others."
-        )
+    if not selected and not allow_none:
+        raise no_scorable_layer(layers)
     return selected, skipped
+
+
+def no_scorable_layer(layers: LayerSelector) -> ValueError:
+    return ValueError(
+        "the model has no layer ZiCo can score: no trainable weight of "
+        + ("Conv2d/Linear modules" if layers is None else f"the selected layers ({layers!r})")
+        + ". Pass layers=(nn.Conv1d, ...) or a predicate(name, module) to choose others."
+    )

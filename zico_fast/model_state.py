@@ -11,6 +11,8 @@ its layers then show up as "unused" in `skipped` and the score is unchanged.)
 """
 from __future__ import annotations
 
+import itertools
+import operator
 import weakref
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from zico_fast.layers import LayerSelector, SelectedLayer, named_modules_fast, select_layers
+from zico_fast.layers import LayerSelector, SelectedLayer, named_modules_fast, no_scorable_layer, select_layers
 
 _generation = 0
 _plans: "weakref.WeakKeyDictionary[nn.Module, ModelPlan]" = weakref.WeakKeyDictionary()
@@ -68,8 +70,17 @@ class ModelPlan:
 
     @classmethod
     def build(cls, model: nn.Module, selector: LayerSelector) -> "ModelPlan":
-        named = named_modules_fast(model)
-        layers, skipped = select_layers(model, selector, named)
+        plan = cls.of_part(named_modules_fast(model), selector, includes_root=True)
+        if not plan.layers:
+            raise no_scorable_layer(selector)
+        return plan
+
+    @classmethod
+    def of_part(cls, named: list[tuple[str, nn.Module]], selector: LayerSelector,
+                includes_root: bool) -> "ModelPlan":
+        """The plan of a stretch of a model's named-module walk (names qualified as in the model);
+        `join` puts stretches together. `includes_root`: named[0] is the model itself."""
+        layers, skipped = select_layers(None, selector, named, allow_none=True)
         modules = [module for _, module in named]
         by_name = dict(named)
         frozen = [(by_name[name], getattr(by_name[name], "weight", None)) for name, why in skipped.items()
@@ -77,7 +88,8 @@ class ModelPlan:
         checks = [(by_name[layer.name], layer.weight, True) for layer in layers] + \
                  [(module, weight, False) for module, weight in frozen]
         params = list({id(p): p for m in modules for p in m._parameters.values() if p is not None}.values())
-        stock = [m for m in modules[1:] if _is_stock_batchnorm(m)]  # a root BN: buffers copied instead
+        submodules = modules[1:] if includes_root else modules
+        stock = [m for m in submodules if _is_stock_batchnorm(m)]  # a root BN: buffers copied instead
         flags = [(m, m.__dict__.get("track_running_stats")) for m in stock]
         batchnorms = [m for m, tracking in flags if tracking is True]
         skip = {id(b) for m in batchnorms for b in m._buffers.values() if b is not None}
@@ -86,9 +98,25 @@ class ModelPlan:
         custom_train = any(type(m).train is not nn.Module.train for m in modules)
         strided_1x1 = [(name, m) for name, m in named if isinstance(m, nn.Conv2d)
                        and m.kernel_size == (1, 1) and max(m.stride) > 1]
-        return cls(_generation, selector, layers, skipped, checks, modules[1:], params, batchnorms, flags,
+        return cls(_generation, selector, layers, skipped, checks, submodules, params, batchnorms, flags,
                    buffers, custom_train, strided_1x1,
                    [m.weight for _, m in named if isinstance(m, nn.Conv2d) and isinstance(m.weight, torch.Tensor)])
+
+    @classmethod
+    def join(cls, parts: list["ModelPlan"]) -> "ModelPlan":
+        """The plan of a model whose walk is the parts' walks one after another, for models
+        assembled from parts that share no module or tensor (their plans concatenate)."""
+        def chain(field):  # C-level loops: a model may have a hundred parts and every candidate a join
+            return list(itertools.chain.from_iterable(map(operator.attrgetter(field), parts)))
+
+        skipped = {}
+        for part in parts:
+            if part.skipped:
+                skipped.update(part.skipped)
+        return cls(_generation, parts[0].selector, chain("layers"), skipped, chain("weight_checks"),
+                   chain("submodules"), chain("params"), chain("batchnorms"), chain("batchnorm_flags"),
+                   chain("other_buffers"), any(part.custom_train for part in parts), chain("strided_1x1"),
+                   chain("conv_weights"))
 
     def cpu_layout_hazard(self) -> str | None:
         """Name of a strided 1x1 conv in a model with channels_last conv weights, if any: its
@@ -160,6 +188,15 @@ class SavedState:
         if self.buffers:
             with torch.no_grad():
                 torch._foreach_copy_(plan.other_buffers, self.buffers)
+
+
+def install_plan(model: nn.Module, plan: ModelPlan) -> None:
+    """Cache `plan` as `model`'s, for whoever changed the model behind nn.Module's back (no
+    registration hook ran) and knows its plan: `plan` must be what `ModelPlan.build` would return."""
+    _install_hooks()
+    if len(_plans) >= _MAX_CACHED:
+        _plans.clear()
+    _plans[model] = plan
 
 
 def model_plan(model: nn.Module, selector: LayerSelector = None) -> ModelPlan:

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from zico_fast.engine.seeding import build_seeded, init_seed
+from zico_fast.engine.seeding import CandidateBuilder, build_seeded, init_seed
 
 DEFAULT_PROXIES = ("zico",)
 
@@ -30,13 +30,15 @@ def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=N
                    select_output=select_output, details=details)
 
 
-def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAULT_PROXIES) -> dict:
+def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAULT_PROXIES,
+                    builder: CandidateBuilder | None = None) -> dict:
     """{"score", "values", "error", "seconds", "init_seed"} of `arch`: `score` is ZiCo (None when the
-    candidate failed or its ZiCo is not finite; `error` then says why)."""
+    candidate failed or its ZiCo is not finite; `error` then says why). `builder`: a worker's
+    CandidateBuilder for this space, seed and device (default: a fresh build_seeded network)."""
     start = time.perf_counter()
     values, error = {}, None
     try:
-        model = build_seeded(space, arch, seed, device)
+        model = builder.build(arch) if builder is not None else build_seeded(space, arch, seed, device)
         values = evaluate(model, batches, proxies, cost=space.cost(arch))
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
@@ -44,6 +46,8 @@ def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAUL
             error = f"non-finite ZiCo score {values['zico']} (an inf or NaN gradient)"
     except Exception as exc:  # any build or scoring failure is this candidate's, not the run's
         error = f"{type(exc).__name__}: {exc}"
+        if builder is not None:
+            builder.discard()  # whatever the failure left in a reused network goes with it
     score = values.get("zico") if error is None else None
     return {"score": score, "values": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
             "error": error, "seconds": round(time.perf_counter() - start, 6),

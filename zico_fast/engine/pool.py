@@ -25,7 +25,7 @@ import torch
 
 from zico_fast.engine.evaluate import DEFAULT_PROXIES, score_candidate
 from zico_fast.engine.repro import torch_settings
-from zico_fast.engine.seeding import init_seed
+from zico_fast.engine.seeding import CandidateBuilder, init_seed
 from zico_fast.errors import ZiCoUserError
 
 
@@ -68,17 +68,31 @@ def device_batch_sets(config: WorkerConfig) -> list:
     return [[(x.to(config.device), y.to(config.device)) for x, y in s] for s in config.batch_sets]
 
 
-def prepare_worker_process(config: WorkerConfig) -> list:
+@dataclass
+class WorkerState:
+    """What a scoring worker keeps between candidates: the batches on its device and its builder
+    (which reuses one network's modules when only ZiCo is scored: that path leaves them clean)."""
+
+    batch_sets: list
+    builder: CandidateBuilder
+
+
+def worker_state(config: WorkerConfig) -> WorkerState:
+    reuse = tuple(config.proxies) == DEFAULT_PROXIES
+    return WorkerState(device_batch_sets(config), CandidateBuilder(config.space, config.seed, config.device, reuse))
+
+
+def prepare_worker_process(config: WorkerConfig) -> WorkerState:
     """A dedicated scoring process's one-time set-up (local worker or Ray actor): the run's thread
-    count and cuDNN flags, set for the whole process, and its batch sets on the device."""
+    count and cuDNN flags, set for the whole process, and its worker state."""
     torch.set_num_threads(config.threads)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    return device_batch_sets(config)
+    return worker_state(config)
 
 
-def score_task(config: WorkerConfig, batch_sets, task: Task) -> dict:
-    return score_candidate(config.space, task.arch, batch_sets[task.batch_set], config.seed, config.device,
-                           config.proxies)
+def score_task(config: WorkerConfig, state: WorkerState, task: Task) -> dict:
+    return score_candidate(config.space, task.arch, state.batch_sets[task.batch_set], config.seed, config.device,
+                           config.proxies, state.builder)
 
 
 class InProcessBackend:
@@ -86,12 +100,12 @@ class InProcessBackend:
 
     def start(self, config: WorkerConfig) -> None:
         self.config = config
-        self.batch_sets = device_batch_sets(config)
+        self.state = worker_state(config)
 
     def run(self, tasks):
         with torch_settings(self.config.threads):
             for task in tasks:
-                yield task, score_task(self.config, self.batch_sets, task)
+                yield task, score_task(self.config, self.state, task)
 
     def describe(self) -> dict:
         return {"kind": "in-process", "workers": 1, "cpus": os.cpu_count()}
@@ -111,7 +125,7 @@ def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
-        batch_sets = prepare_worker_process(config)
+        state = prepare_worker_process(config)
     except Exception:
         conn.send(("init-error", traceback.format_exc(limit=3)))
         return
@@ -120,7 +134,7 @@ def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
         task = conn.recv()
         if task is None:
             return
-        conn.send(("done", (task, score_task(config, batch_sets, task))))
+        conn.send(("done", (task, score_task(config, state, task))))
 
 
 def _death(process) -> str:

@@ -50,14 +50,14 @@ class _ScoringActor:
 
     def __init__(self, config: WorkerConfig):
         self.config = config
-        self.batch_sets = prepare_worker_process(config)  # sets torch's threads: Ray's OMP_NUM_THREADS is not it
+        self.state = prepare_worker_process(config)  # sets torch's threads: Ray's OMP_NUM_THREADS is not it
 
     def ready(self) -> dict:
         return {"pid": os.getpid(),
                 "gpu": torch.cuda.get_device_name() if torch.device(self.config.device).type == "cuda" else None}
 
     def score(self, task) -> dict:
-        return score_task(self.config, self.batch_sets, task)
+        return score_task(self.config, self.state, task)
 
 
 class RayBackend:

@@ -24,6 +24,8 @@ import weakref
 import torch
 from torch import nn
 
+from zico_fast._ops import init_weights_
+
 _WEIGHT_GAIN = nn.init.calculate_gain("leaky_relu", math.sqrt(5))  # what Conv/Linear reset_parameters use
 # Per prototype module: the attribute names holding mutable containers, and its tensors' init recipe.
 _RECIPES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -97,20 +99,25 @@ def _init_plan(model: nn.Module, recipes: dict | None):
     return plan
 
 
-def materialize(model: nn.Module, device=None, recipes: dict | None = None) -> nn.Module:
+def materialize(model: nn.Module, device=None, recipes: dict | None = None, seed: int | None = None) -> nn.Module:
     """Give every parameter/buffer of `model` a new tensor on `device` (default: torch's default
     device, so `with torch.device("cuda"):` builds there too), initialised as PyTorch's constructors
-    would, always from the default CPU generator. Returns `model`, changed in place.
-    `recipes` is what `clone` gave for this model's modules (computed here when None)."""
+    would after `torch.manual_seed(seed)`. With `seed=None` the numbers come from torch's default CPU
+    generator, as the constructors would take them; with a seed, from a private stream that
+    torch.manual_seed(seed) would start (the same bits, several times faster, nothing global touched).
+    Returns `model`, changed in place. `recipes`: what `clone` gave for this model's modules."""
     device = torch.get_default_device() if device is None else torch.device(device)
-    cpu = torch.device("cpu")  # explicit everywhere: a torch.device(...) context must not move the draws
     plan = _init_plan(model, recipes)
     floats = [p for p in plan if p[2].dtype == torch.float32]
     others = [p for p in plan if p[2].dtype != torch.float32]
     if any(p[2].dtype != torch.long or p[4][1] != 0 for p in others):
         raise TypeError("materialize fills float32 tensors and int64 zeros only")
     with torch.no_grad():
-        if device.type == "cpu":  # each tensor is filled where it lives
+        if seed is not None:
+            targets = [torch.empty(p[2].shape, dtype=p[2].dtype, device=device) for p in floats + others]
+            init_tensors(list(zip(floats + others, targets)), seed)
+        elif device.type == "cpu":  # each tensor is filled where it lives
+            cpu = torch.device("cpu")  # explicit: a torch.device(...) context must not move the draws
             targets = [torch.empty(p[2].shape, device=cpu).uniform_(-p[4][1], p[4][1]) if p[4][0] == "uniform"
                        else torch.full(p[2].shape, p[4][1], dtype=torch.float32, device=cpu) for p in floats]
             targets += [torch.zeros((), dtype=torch.long, device=cpu) for _ in others]
@@ -122,6 +129,15 @@ def materialize(model: nn.Module, device=None, recipes: dict | None = None) -> n
         else:
             module._buffers[name] = t
     return model
+
+
+def init_tensors(entries, seed: int) -> None:
+    """[(plan entry, tensor)] -> each tensor set to its entry's fill, uniform draws in list order
+    from the stream torch.manual_seed(seed) starts, in one native call."""
+    uniform = [(t, p[4][1]) for p, t in entries if p[4][0] == "uniform"]
+    constant = [(t, p[4][1]) for p, t in entries if p[4][0] == "const"]
+    init_weights_([t for t, _ in uniform], [b for _, b in uniform], [t for t, _ in constant],
+                  [float(v) for _, v in constant], seed)
 
 
 def _staged(floats: list, others: list, device: torch.device) -> list[torch.Tensor]:

@@ -242,9 +242,10 @@ class MobileNetSpace(SearchSpace):
                 out += [replace(b, layers=t // 2), replace(b, in_ch=b.out_ch, stride=1, layers=t - t // 2)]
         return out
 
-    def build(self, arch: str, device=None) -> nn.Module:
+    def build(self, arch: str, device=None, seed: int | None = None) -> nn.Module:
         """The network in train mode, directly on `device` (default: torch's default device), with
-        PyTorch's default init drawn from the CPU generator in constructor order (same bits on every device)."""
+        PyTorch's default init drawn from the CPU generator in constructor order (same bits on every
+        device); `seed`: the bits `torch.manual_seed(seed)` would give, without touching the generator."""
         blocks, eps, features = self.parse(arch), self.bn_eps, []
         for b in blocks:
             if b.is_conv:
@@ -255,7 +256,7 @@ class MobileNetSpace(SearchSpace):
                 for cin, hidden, cout, k, stride, i, first in b.units():
                     features.append(InvertedUnit(cin, hidden, cout, k, stride,
                                                  _shortcut(not self.no_reslink, cin, cout, stride, i, first), eps))
-        return materialize(MobileNetNet(features, blocks[-1].out_ch, self.num_classes).train(), device)
+        return materialize(MobileNetNet(features, blocks[-1].out_ch, self.num_classes).train(), device, seed=seed)
 
     def cost(self, arch: str, reslink: bool | None = None) -> Cost:
         """Params and MACs (conv, depthwise, BN, Linear; no bias adds) of the network `build` returns.

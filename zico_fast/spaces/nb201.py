@@ -171,7 +171,7 @@ def _prototypes(C: int, N: int, num_classes: int):
     return net.train(), widths, ops
 
 
-def _build_fast(ops: tuple[int, ...], C: int, N: int, num_classes: int, device) -> NB201Network:
+def _build_fast(ops: tuple[int, ...], C: int, N: int, num_classes: int, device, seed=None) -> NB201Network:
     """NB201Network(ops, C, N, num_classes) with the same weights under the same seed, built by
     cloning prototypes and initialising every tensor in one pass directly on `device`."""
     proto, widths, op_protos = _prototypes(C, N, num_classes)
@@ -179,7 +179,7 @@ def _build_fast(ops: tuple[int, ...], C: int, N: int, num_classes: int, device) 
     net = clone(proto, recipes)
     for i, width in widths.items():
         net.cells[i].edges._modules = {str(e): clone(op_protos[(o, width)], recipes) for e, o in enumerate(ops)}
-    return materialize(net, device, recipes)
+    return materialize(net, device, recipes, seed)
 
 
 class NB201Space(SearchSpace):
@@ -231,13 +231,21 @@ class NB201Space(SearchSpace):
         return _to_string(tuple(ops))
 
     # ---- networks and costs ------------------------------------------------------------------
-    def build(self, arch: str, device=None) -> nn.Module:
+    def build(self, arch: str, device=None, seed: int | None = None) -> nn.Module:
         """The network in train mode, directly on `device` (default: torch's default device).
 
         Its weights are PyTorch's default initialisation drawn from the CPU generator in constructor
         order, so under one torch seed they are the same bits on every device, and the same as
-        NB201Network(...) would draw."""
-        return _build_fast(_parse(arch), self.C, self.N, self.num_classes, device)
+        NB201Network(...) would draw. With `seed`, the bits `torch.manual_seed(seed)` would give,
+        drawn natively without touching the generator."""
+        return _build_fast(_parse(arch), self.C, self.N, self.num_classes, device, seed)
+
+    def reusing_builder(self, device):
+        """A builder that reuses one network's modules for every candidate (see nb201_reuse), or
+        None for a subclass whose networks are not this build's."""
+        from zico_fast.spaces.nb201_reuse import ReusedNB201
+
+        return ReusedNB201(self, device) if type(self).build is NB201Space.build else None
 
     def cost(self, arch: str) -> Cost:
         """Exact params; FLOPs = multiply-accumulates of one image: convs, BN (1 per output element)
