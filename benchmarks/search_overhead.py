@@ -1,46 +1,60 @@
 """Search-loop overhead per candidate: everything a search does for a candidate except its passes.
 
-    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/search_overhead.py [--rounds 30] [--paper-rounds 5]
+    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/search_overhead.py [--rounds 40] [--paper-rounds 5]
 
-Each round proposes a new NB201 candidate and times, in a shuffled (interleaved) order, every stage
-the run engine performs for it, once each; medians over rounds of this thread's CPU time and of
-wall time are reported. Stages:
-  propose        space.mutate(parent, rng, 2) + canonical (the warm evolution step)
-  budget         space.within_budget + space.cost
-  seed           the seed rule's init_seed(seed, key) and the fork_rng/manual_seed around a build
-  build (old)    NB201Network(ops) with nn.Module constructors (the builder before fast_build)
-  build (new)    space.build(arch): prototype clone + one init pass, split below into
-    clone          the module tree (no tensors)
-    materialize    new tensors + PyTorch's default init (same draws as the constructors)
-      rng floor    uniform_ over one flat tensor with the network's parameter count: the random
-                   numbers alone, which no builder that draws them on the CPU can avoid
-  log append     RunLog.append of a search record (json line, flush, fsync) to a temp file
-against the candidate's forward/backward passes: bare train()/zero_grad/forward/cross-entropy/
-backward per batch, on a fixed 53-layer NB201 network, at tiny inputs (2 batches of 2x3x8x8) and
-at the paper's setting (2 batches of 128x3x32x32, fewer rounds: it takes seconds per round here).
-With --device cuda the old builder is the constructors on the CPU then .to(device), the new one builds
-on the device, the passes run there, every stage ends with a synchronize, and "device rng" shows what
-drawing the numbers on the device would cost instead.
+Part 1, the stages, side by side. Each round proposes a new NB201 candidate and times every stage
+once, in a shuffled (interleaved) order; medians over rounds of this thread's CPU time and of wall
+time. Stages:
+  propose          space.mutate(parent, rng, 2) + canonical (the warm evolution step)
+  budget           space.within_budget + space.cost
+  seed             the seed rule's init_seed(seed, key)
+  build: constructors   NB201Network(ops) under fork_rng/manual_seed (the first builder)
+  build: fresh          space.build(arch, seed=s): prototype clone + one native init pass
+  build: reused         the worker's reused network (nb201_reuse): swap ops, redraw, join plan
+    draws: native       init_weights_ over one flat tensor of the candidate's parameter count
+    draws: uniform_     torch's uniform_ over the same count (what the draws cost before)
+  log append       RunLog.append of a search record (json line, flush; fsync once a second)
+  scorer plan      the scorer's plan of a freshly built network (a reused one comes with its plan)
+against the candidate's passes: bare train()/zero_grad/forward/cross-entropy/backward per batch, on
+a fixed 53-layer NB201 network, at tiny inputs (2 batches of 2x3x8x8) and at the paper's setting
+(2 batches of 128x3x32x32, fewer rounds: it takes seconds per round on a CPU).
+
+Part 2, the same in the real loop: `search()` (evolution, in-process backend, the engine's reused
+network) at tiny inputs, with the engine's `evaluate` (the passes plus the scorer) timed from
+inside; overhead = (search CPU time - evaluate CPU time) / candidates, for a search run after a
+100-candidate warm-up search on the same backend (so its reused network has its modules built).
+This counts what part 1 may miss (proposal streams, records, population, repeats, progress).
+
+With --device cuda the builders build on the device, every stage ends with a synchronize, and
+"draws: on device" shows what drawing on the device would cost instead.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
+from zico_fast.engine import InProcessBackend
 from zico_fast.engine.run_log import RunLog
 from zico_fast.engine.seeding import init_seed
+from zico_fast.model_state import ModelPlan
+from zico_fast._ops import init_weights_
+from zico_fast.search import search
 from zico_fast.spaces import nb201
-from zico_fast.spaces.fast_build import clone, materialize
+from zico_fast.spaces.nb201_reuse import ReusedNB201
 
 NB201_53 = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
 SEED = 0
+LOOP = ("propose", "budget", "seed", "log append")
 
 
 def passes(model, batches):
@@ -51,41 +65,31 @@ def passes(model, batches):
     model.zero_grad(set_to_none=True)
 
 
-def seeded(fn):
-    """fn() under the seed rule's RNG handling (fork_rng + manual_seed), as build_seeded does."""
+def constructors(space, ops, device):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(12345)
-        return fn()
+        return nb201.NB201Network(ops, space.C, space.N, space.num_classes).train().to(device)
 
 
-def stages(space, log, state, device):
-    """{stage: callable} for this round's candidate; `state` carries the round's arch between stages."""
-    arch, ops = state["arch"], nb201._parse(state["arch"])
-    proto, widths, op_protos = nb201._prototypes(space.C, space.N, space.num_classes)
-
-    def clone_tree():
-        recipes = {}
-        net = clone(proto, recipes)
-        for i, width in widths.items():
-            net.cells[i].edges._modules = {str(e): clone(op_protos[(o, width)], recipes) for e, o in enumerate(ops)}
-        state["tree"] = (net, recipes)
+def stages(space, reused, log, state, device):
+    """{stage: callable} for this round's candidate."""
+    arch, ops, s = state["arch"], nb201._parse(state["arch"]), state["init_seed"]
 
     def record():
         cost = space.cost(arch)
         log.append({"id": state["round"], "arch": arch, "score": 1.0, "values": {"zico": 1.0}, "error": None,
-                    "seconds": 0.1, "init_seed": init_seed(SEED, arch), "cached_from": None, "flops": cost.flops,
+                    "seconds": 0.1, "init_seed": s, "cached_from": None, "flops": cost.flops,
                     "params": cost.params, "depth": cost.depth, "discarded": 0})
 
     return {
         "propose": lambda: space.canonical(space.mutate(state["parent"], state["rng"], 2)),
         "budget": lambda: (space.within_budget(arch, 2e8, 2e6), space.cost(arch)),
-        "seed": lambda: seeded(lambda: init_seed(SEED, space.key(arch))),
-        "build (old)": lambda: seeded(lambda: nb201.NB201Network(ops, space.C, space.N, space.num_classes)
-                                      .train().to(device)),
-        "build (new)": lambda: seeded(lambda: space.build(arch, device=device)),
-        "clone": clone_tree,
-        "materialize": lambda: seeded(lambda: materialize(state["tree"][0], device, state["tree"][1])),
-        "rng floor": lambda: state["flat"].uniform_(-1, 1),
+        "seed": lambda: init_seed(SEED, space.key(arch)),
+        "build: constructors": lambda: constructors(space, ops, device),
+        "build: fresh": lambda: state.__setitem__("fresh", space.build(arch, device=device, seed=s)),
+        "build: reused": lambda: reused.build(arch, s),
+        "draws: native": lambda: init_weights_([state["flat"]], [0.1], [], [], s),
+        "draws: uniform_": lambda: state["flat_cpu"].uniform_(-0.1, 0.1),
         "log append": record,
     }
 
@@ -98,24 +102,14 @@ def timed(fn, device):
     return (time.thread_time_ns() - c0) / 1e6, (time.perf_counter_ns() - w0) / 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--paper-rounds", type=int, default=5, help="rounds of the 2x128x32x32 passes")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.set_num_threads(1)
-    space, rng = nb201.NB201Space(), random.Random(0)
-    gen = torch.Generator().manual_seed(0)
-
-    def make_batches(n, size):
-        return [(torch.randn(n, 3, size, size, generator=gen).to(device),
-                 torch.randint(0, 10, (n,), generator=gen).to(device)) for _ in range(2)]
-
-    torch.manual_seed(0)
-    model = space.build(NB201_53, device=device)
-    tiny, paper = make_batches(2, 8), make_batches(128, 32)
+def stage_medians(args, space, device, tiny, paper, model):
+    rng = random.Random(0)
+    reused = ReusedNB201(space, device)
+    warm_up = time.thread_time_ns()
+    for op in nb201.OPS:  # every (cell, edge, op) module built once, as a long search ends up with
+        reused.build(space.canonical("|{0}~0|+|{0}~0|{0}~1|+|{0}~0|{0}~1|{0}~2|".format(op)), 0)
+    print(f"reused network: all {sum(len(row) * len(row[0]) for row in reused._table.values())} cell-edge-op modules built in "
+          f"{(time.thread_time_ns() - warm_up) / 1e6:.1f} ms cpu, once per worker")
     times: dict[str, list[tuple[float, float]]] = {}
     params = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,45 +119,112 @@ def main() -> None:
         for r in range(args.rounds + 3):  # 3 warm-up rounds, discarded
             arch = space.canonical(space.mutate(parent, rng, 2))
             n = space.cost(arch).params
-            state = {"arch": arch, "parent": parent, "rng": rng, "round": r, "flat": torch.empty(n)}
-            parent, todo = arch, stages(space, log, state, device)
+            state = {"arch": arch, "parent": parent, "rng": rng, "round": r, "init_seed": init_seed(SEED, arch),
+                     "flat": torch.empty(n, device=device), "flat_cpu": torch.empty(n)}
+            parent, todo = arch, stages(space, reused, log, state, device)
             if device.type != "cpu":
-                flat_device = torch.empty(n, device=device)
-                todo["device rng"] = lambda: flat_device.uniform_(-1, 1)
+                todo["draws: on device"] = lambda: state["flat"].uniform_(-0.1, 0.1)
             todo["passes tiny"] = lambda: passes(model, tiny)
             if args.paper_rounds and r < args.paper_rounds + 3:
                 todo["passes 2x128x32"] = lambda: passes(model, paper)
             order = list(todo)
             rng.shuffle(order)
-            if order.index("materialize") < order.index("clone"):  # materialize needs this round's tree
-                order.remove("materialize")
-                order.insert(order.index("clone") + 1, "materialize")
             for name in order:
                 t = timed(todo[name], device)
                 if r >= 3:
                     times.setdefault(name, []).append(t)
+            # The plan a fresh network needs before scoring (the reused one comes with its own).
+            t = timed(lambda: ModelPlan.build(state["fresh"], None), device)
             if r >= 3:
+                times.setdefault("scorer plan (fresh)", []).append(t)
                 params.append(n)
         log.close()
+    return {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in times.items()}, params
 
-    med = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in times.items()}
+
+class WarmInProcessBackend(InProcessBackend):
+    """The in-process backend, keeping its worker state (batches, reused network) from one search
+    to the next, as one long search would: the measured search starts with its modules built."""
+
+    def start(self, config):
+        if getattr(self, "state", None) is None:
+            super().start(config)
+        self.config = config
+
+
+def in_search(args, space, device, tiny):
+    """(CPU ms per candidate outside evaluate(), inside it, candidates scored) in a real search()
+    after a warm-up search on the same backend."""
+    evaluate_module = importlib.import_module("zico_fast.engine.evaluate")  # the module, not the function
+    plain, spent = evaluate_module.evaluate, []
+
+    def timed_evaluate(*a, **k):
+        t0 = time.thread_time_ns()
+        try:
+            return plain(*a, **k)
+        finally:
+            spent.append(time.thread_time_ns() - t0)
+
+    backend = WarmInProcessBackend()
+    with tempfile.TemporaryDirectory() as tmp:
+        search(space, tiny, iterations=100, log_path=Path(tmp) / "warm.jsonl", population=64, seed=SEED + 1,
+               device=str(device), threads=1, backend=backend)
+        evaluate_module.evaluate = timed_evaluate
+        try:
+            t0 = time.thread_time_ns()
+            search(space, tiny, iterations=args.search_iterations, log_path=Path(tmp) / "s.jsonl", population=64,
+                   seed=SEED, device=str(device), threads=1, backend=backend)
+            total = time.thread_time_ns() - t0
+        finally:
+            evaluate_module.evaluate = plain
+    n = args.search_iterations
+    return (total - sum(spent)) / n / 1e6, sum(spent) / max(len(spent), 1) / 1e6, len(spent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--paper-rounds", type=int, default=5, help="rounds of the 2x128x32x32 passes")
+    parser.add_argument("--search-iterations", type=int, default=200, help="candidates of the real search (0: skip)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", UserWarning)  # tiny 8x8 inputs make some candidates' ZiCo 0; expected here
+    device = torch.device(args.device)
+    torch.set_num_threads(1)
+    space = nb201.NB201Space()
+    gen = torch.Generator().manual_seed(0)
+
+    def make_batches(n, size):
+        return [(torch.randn(n, 3, size, size, generator=gen).to(device),
+                 torch.randint(0, 10, (n,), generator=gen).to(device)) for _ in range(2)]
+
+    model = space.build(NB201_53, device=device, seed=0)
+    tiny, paper = make_batches(2, 8), make_batches(128, 32)
+    med, params = stage_medians(args, space, device, tiny, paper, model)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"NB201 (C=16, N=5) candidates, {args.rounds} interleaved rounds, {where}, {torch.get_num_threads()} thread; "
           f"torch {torch.__version__}; params per candidate median {statistics.median(params):,.0f} "
           f"(min {min(params):,}, max {max(params):,})")
     print(f"{'stage':22s} {'cpu ms':>9s} {'wall ms':>9s}")
-    for name in times:
+    for name in sorted(med):
         print(f"{name:22s} {med[name][0]:9.3f} {med[name][1]:9.3f}")
-    loop = ("propose", "budget", "seed", "log append")
-    for builder in ("build (old)", "build (new)"):
-        total = [sum(med[k][i] for k in loop + (builder,)) for i in (0, 1)]
-        paper = (f", {total[0] / med['passes 2x128x32'][0]:.4f}x the paper-setting passes"
-                 if "passes 2x128x32" in med else "")
-        print(f"search-loop overhead with {builder[7:10]} builder: {total[0]:.3f} ms cpu, {total[1]:.3f} ms wall "
-              f"= {total[0] / med['passes tiny'][0]:.2f}x the tiny passes{paper} (cpu)")
-    print(f"build old / new: {med['build (old)'][0] / med['build (new)'][0]:.2f}x (cpu), "
-          f"{med['build (old)'][1] / med['build (new)'][1]:.2f}x (wall); "
-          f"rng floor is {med['rng floor'][0] / med['build (new)'][0]:.0%} of the new build (cpu)")
+    for builder in ("build: constructors", "build: fresh", "build: reused"):
+        total = [sum(med[k][i] for k in LOOP + (builder,)) for i in (0, 1)]
+        if builder != "build: reused":  # a fresh network still needs its scorer plan
+            total = [t + med["scorer plan (fresh)"][i] for i, t in enumerate(total)]
+        paper_share = (f", {total[0] / med['passes 2x128x32'][0]:.5f}x the paper-setting passes"
+                       if "passes 2x128x32" in med else "")
+        print(f"search-loop overhead, {builder[7:]:12s}: {total[0]:7.3f} ms cpu, {total[1]:7.3f} ms wall "
+              f"= {total[0] / med['passes tiny'][0]:.3f}x the tiny passes{paper_share} (cpu)")
+    print(f"draws: native is {med['draws: uniform_'][0] / med['draws: native'][0]:.1f}x faster than uniform_ (cpu); "
+          f"reused build is {med['build: constructors'][0] / med['build: reused'][0]:.0f}x faster than the "
+          f"constructors and {med['build: fresh'][0] / med['build: reused'][0]:.1f}x than a fresh build (cpu)")
+    if args.search_iterations:
+        outside, inside, scored = in_search(args, space, device, tiny)
+        print(f"real search() of {args.search_iterations} candidates (evolution, in-process backend after a "
+              f"100-candidate warm-up, tiny passes): {outside:.3f} ms cpu per candidate outside evaluate() "
+              f"(everything: set-up, proposals, builds, records, log); evaluate() {inside:.3f} ms per scored "
+              f"candidate ({scored} scored, the rest repeats)")
 
 
 if __name__ == "__main__":

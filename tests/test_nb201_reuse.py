@@ -30,7 +30,7 @@ def assert_same_plan(installed: ModelPlan, built: ModelPlan):
     assert [(n, id(m)) for n, m in installed.strided_1x1] == [(n, id(m)) for n, m in built.strided_1x1]
 
 
-@pytest.mark.filterwarnings("ignore::zico_fast.errors.ZeroSpreadWarning")  # the all-'none' cell: input-free output
+@pytest.mark.filterwarnings("ignore::zico_fast.scorer.ZeroSpreadWarning")  # the all-'none' cell: input-free output
 @pytest.mark.parametrize("space,size", [(NB201Space(C=8, N=2), 16), (NB201Space(), 32)])
 def test_reused_network_is_the_fresh_build(space, size):
     seed = int.from_bytes(os.urandom(4), "little")

@@ -12,7 +12,6 @@ its layers then show up as "unused" in `skipped` and the score is unchanged.)
 from __future__ import annotations
 
 import itertools
-import operator
 import weakref
 from dataclasses import dataclass
 
@@ -50,6 +49,11 @@ def _is_stock_batchnorm(module: nn.Module) -> bool:
     """A torch BatchNorm whose forward skips the running-statistics update when
     track_running_stats is False, normalising with the batch statistics exactly as it would anyway."""
     return isinstance(module, _BatchNorm) and type(module).forward is _BatchNorm.forward
+
+
+# The ModelPlan fields that are lists in walk order: a joined plan concatenates them part by part.
+JOINED_LISTS = ("layers", "weight_checks", "submodules", "params", "batchnorms", "batchnorm_flags", "other_buffers",
+                "strided_1x1", "conv_weights")
 
 
 @dataclass
@@ -102,21 +106,27 @@ class ModelPlan:
                    buffers, custom_train, strided_1x1,
                    [m.weight for _, m in named if isinstance(m, nn.Conv2d) and isinstance(m.weight, torch.Tensor)])
 
+    def lists(self) -> tuple:
+        """The plan's per-module lists, in JOINED_LISTS order."""
+        return tuple(getattr(self, name) for name in JOINED_LISTS)
+
     @classmethod
     def join(cls, parts: list["ModelPlan"]) -> "ModelPlan":
         """The plan of a model whose walk is the parts' walks one after another, for models
         assembled from parts that share no module or tensor (their plans concatenate)."""
-        def chain(field):  # C-level loops: a model may have a hundred parts and every candidate a join
-            return list(itertools.chain.from_iterable(map(operator.attrgetter(field), parts)))
+        columns = zip(*(part.lists() for part in parts))
+        return cls.joined(parts[0].selector, [list(itertools.chain.from_iterable(c)) for c in columns],
+                          [part.skipped for part in parts], any(part.custom_train for part in parts))
 
-        skipped = {}
-        for part in parts:
-            if part.skipped:
-                skipped.update(part.skipped)
-        return cls(_generation, parts[0].selector, chain("layers"), skipped, chain("weight_checks"),
-                   chain("submodules"), chain("params"), chain("batchnorms"), chain("batchnorm_flags"),
-                   chain("other_buffers"), any(part.custom_train for part in parts), chain("strided_1x1"),
-                   chain("conv_weights"))
+    @classmethod
+    def joined(cls, selector: LayerSelector, lists: list[list], skipped: list[dict], custom_train: bool) -> "ModelPlan":
+        """`join` from the parts' lists already concatenated (callers that join on every model keep
+        their parts' `lists()` and concatenate them in one pass)."""
+        merged = {}
+        for part in skipped:
+            merged.update(part)
+        return cls(generation=_generation, selector=selector, skipped=merged, custom_train=custom_train,
+                   **dict(zip(JOINED_LISTS, lists)))
 
     def cpu_layout_hazard(self) -> str | None:
         """Name of a strided 1x1 conv in a model with channels_last conv weights, if any: its

@@ -31,6 +31,11 @@ def _parse(arch: str) -> tuple[int, ...]:
     """Op indices of the 6 edges in EDGES order; entries of a node may come in any order."""
     if not isinstance(arch, str):
         raise ValueError(f"NB201 architecture must be a string, got {type(arch).__name__}; {FORMAT}")
+    return _parse_string(arch)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a search parses each arch several times (key, cost, build)
+def _parse_string(arch: str) -> tuple[int, ...]:
     nodes = arch.strip().split("+")
     if len(nodes) != 3:
         raise ValueError(f"{arch!r} has {len(nodes)} node groups separated by '+', need 3; {FORMAT}")
@@ -253,43 +258,45 @@ class NB201Space(SearchSpace):
 
         `naslib_flops` counts more ops and is what NASLib's zc_nasbench201.json reports.
         """
-        params, macs, _ = self._count(_parse(arch))
+        params, macs, _ = _count(self.C, self.N, self.resolution, self.num_classes, _parse(arch))
         return Cost(params=params, flops=macs, depth=3 * self.N)
 
     def naslib_flops(self, arch: str) -> int:
         """FLOPs as NASLib's `flops` (tensorwatch ModelStats) counts them: conv MACs, BN 2 and ReLU 1
         per element, avg-pool k*k per output element, adaptive pool (H+1)*(W+1) per channel, Linear
         in*out.  Matches `naslib_flops` * 1e6 of all 725 architectures in shared/data/nb201_dev.csv."""
-        return self._count(_parse(arch))[2]
+        return _count(self.C, self.N, self.resolution, self.num_classes, _parse(arch))[2]
 
-    def _count(self, ops: tuple[int, ...]) -> tuple[int, int, int]:
-        params = macs = tw = 0  # tw: the tensorwatch convention of naslib_flops
 
-        def relu_conv_bn(cin: int, cout: int, k: int, in_px: int, out_px: int) -> None:
-            nonlocal params, macs, tw
-            params += cin * cout * k * k + 2 * cout
-            macs += (cin * cout * k * k + cout) * out_px
-            tw += cin * in_px + (cin * cout * k * k + 2 * cout) * out_px
+@functools.lru_cache(maxsize=1 << 16)  # a search asks twice per candidate (budget, record)
+def _count(C: int, N: int, resolution: int, num_classes: int, ops: tuple[int, ...]) -> tuple[int, int, int]:
+    """(params, MACs, tensorwatch FLOPs) of one network: see NB201Space.cost and naslib_flops."""
+    params = macs = tw = 0  # tw: the tensorwatch convention of naslib_flops
 
-        C, size = self.C, self.resolution
-        params, macs = 3 * C * 9 + 2 * C, (27 * C + C) * size * size  # stem conv + BN
-        tw = (27 * C + 2 * C) * size * size
-        for stage, c in enumerate((C, 2 * C, 4 * C)):
-            if stage:
-                cin, in_px, size = c // 2, size * size, size // 2
-                relu_conv_bn(cin, c, 3, in_px, size * size)
-                relu_conv_bn(c, c, 3, size * size, size * size)
-                params, macs = params + cin * c, macs + cin * c * size * size  # shortcut 1x1 conv
-                tw += (4 * cin + cin * c) * size * size  # shortcut 2x2 avg pool + 1x1 conv
-            px = size * size
-            for o in ops:
-                if OPS[o] == "avg_pool_3x3":
-                    tw += 9 * c * px * self.N
-                elif OPS[o].startswith("nor_conv"):
-                    for _ in range(self.N):
-                        relu_conv_bn(c, c, 3 if OPS[o] == "nor_conv_3x3" else 1, px, px)
-        c, px = 4 * C, size * size
-        params += 2 * c + c * self.num_classes + self.num_classes  # last BN, Linear
-        macs += c * px + c * self.num_classes
-        tw += 3 * c * px + (size + 1) ** 2 * c + c * self.num_classes
-        return params, macs, tw
+    def relu_conv_bn(cin: int, cout: int, k: int, in_px: int, out_px: int, times: int = 1) -> None:
+        nonlocal params, macs, tw
+        params += times * (cin * cout * k * k + 2 * cout)
+        macs += times * (cin * cout * k * k + cout) * out_px
+        tw += times * (cin * in_px + (cin * cout * k * k + 2 * cout) * out_px)
+
+    pools, conv3, conv1 = (N * ops.count(OPS.index(op)) for op in ("avg_pool_3x3", "nor_conv_3x3", "nor_conv_1x1"))
+
+    size = resolution
+    params, macs = 3 * C * 9 + 2 * C, (27 * C + C) * size * size  # stem conv + BN
+    tw = (27 * C + 2 * C) * size * size
+    for stage, c in enumerate((C, 2 * C, 4 * C)):
+        if stage:
+            cin, in_px, size = c // 2, size * size, size // 2
+            relu_conv_bn(cin, c, 3, in_px, size * size)
+            relu_conv_bn(c, c, 3, size * size, size * size)
+            params, macs = params + cin * c, macs + cin * c * size * size  # shortcut 1x1 conv
+            tw += (4 * cin + cin * c) * size * size  # shortcut 2x2 avg pool + 1x1 conv
+        px = size * size  # the stage's N cells, each with the same ops
+        tw += 9 * c * px * pools
+        relu_conv_bn(c, c, 3, px, px, conv3)
+        relu_conv_bn(c, c, 1, px, px, conv1)
+    c, px = 4 * C, size * size
+    params += 2 * c + c * num_classes + num_classes  # last BN, Linear
+    macs += c * px + c * num_classes
+    tw += 3 * c * px + (size + 1) ** 2 * c + c * num_classes
+    return params, macs, tw

@@ -6,8 +6,12 @@ more than a GPU needs for the candidate's passes. A scoring worker drops each ne
 scored, so it can keep one instead:
 - every op a cell edge can hold is built once per (cell, edge, op), on the device, and kept;
 - a candidate puts its ops into the cells' edge lists, redraws exactly the tensors a fresh build
-  draws, in the same order and from the same seeded stream, in one native call (BatchNorm state
-  reset with it), and gets the scorer's plan joined from per-part plans made once.
+  draws, in the same order and from the same seeded stream, in one native call, and gets the
+  scorer's plan joined from per-part plans made once.
+BatchNorm's constants (weight 1, bias 0, running statistics 0/1/0) are set once, when a module is
+made: scoring never writes them (no optimiser step; running statistics are not tracked while
+scoring), and the engine drops the network after any failed candidate. Touching those ~500 tensors
+per candidate would cost more than the draws.
 The network is bit for bit `space.build(arch, seed=s)`, module names included, and its plan is
 what the scorer would build (tests/test_nb201_reuse.py checks both). It is valid until the next
 `build`: callers must not keep it, nor change it except as scoring does.
@@ -15,7 +19,6 @@ what the scorer would build (tests/test_nb201_reuse.py checks both). It is valid
 from __future__ import annotations
 
 from itertools import chain
-from operator import attrgetter
 
 import torch
 from torch import nn
@@ -24,24 +27,27 @@ from zico_fast._ops import init_weights_
 from zico_fast.layers import named_modules_fast
 from zico_fast.model_state import ModelPlan, install_plan
 from zico_fast.spaces.fast_build import _recipe, clone, materialize
-from zico_fast.spaces.nb201 import Cell, _parse, _prototypes
+from zico_fast.spaces.nb201 import EDGES, OPS, _parse, _prototypes
+
+_EDGE_NAMES = tuple(str(edge) for edge in range(len(EDGES)))
 
 
 class _Part:
-    """A stretch of the network's module walk: its tensors' fills in draw order, and its plan."""
+    """A stretch of the network's module walk: its randomly initialised tensors in draw order with
+    their bounds, and its plan, kept as one tuple of lists (`columns`) so a candidate concatenates
+    all its parts' in one C-level pass."""
 
     def __init__(self, named: list[tuple[str, nn.Module]], includes_root: bool = False):
-        self.uniform, self.bounds, self.constant, self.values = [], [], [], []
+        uniform, bounds = [], []
         for _, module in named:
             for name, is_param, (kind, value) in _recipe(module)[1]:
-                tensor = (module._parameters if is_param else module._buffers)[name]
                 if kind == "uniform":
-                    self.uniform.append(tensor)
-                    self.bounds.append(value)
-                else:
-                    self.constant.append(tensor)
-                    self.values.append(float(value))
-        self.plan = ModelPlan.of_part(named, None, includes_root)
+                    uniform.append((module._parameters if is_param else module._buffers)[name])
+                    bounds.append(value)
+        plan = ModelPlan.of_part(named, None, includes_root)
+        # the last two columns: the part's skipped layers (a dict, if any) and custom_train (if True)
+        self.columns = (uniform, bounds, *plan.lists(), [plan.skipped] if plan.skipped else [],
+                        [True] if plan.custom_train else [])
 
 
 class ReusedNB201:
@@ -64,33 +70,32 @@ class ReusedNB201:
                 self._skeleton += [_Part(stretch, includes_root=first), edge_lists[id(module)]]
                 stretch, first = [], False
         self._skeleton.append(_Part(stretch))
-        self._ops: dict[tuple[int, int, int], tuple[nn.Module, _Part]] = {}
+        self._edge_lists = {cell: self.net.cells[cell].edges.__dict__ for cell in self._widths}
+        # [cell][edge][op] -> (op module, its part), built on first use
+        self._table = {cell: [[None] * len(OPS) for _ in EDGES] for cell in self._widths}
 
     def _op(self, cell: int, edge: int, op: int) -> tuple[nn.Module, _Part]:
-        key = (cell, edge, op)
-        if key not in self._ops:
-            recipes: dict = {}
-            module = materialize(clone(self._op_protos[(op, self._widths[cell])], recipes), self.device,
-                                 recipes, seed=0)
-            prefix = f"cells.{cell}.edges.{edge}"
-            named = [(prefix + ("." + name if name else ""), m) for name, m in named_modules_fast(module)]
-            self._ops[key] = (module, _Part(named))
-        return self._ops[key]
+        recipes: dict = {}
+        module = materialize(clone(self._op_protos[(op, self._widths[cell])], recipes), self.device, recipes, seed=0)
+        prefix = f"cells.{cell}.edges.{edge}"
+        named = [(prefix + ("." + name if name else ""), m) for name, m in named_modules_fast(module)]
+        self._table[cell][edge][op] = entry = (module, _Part(named))
+        return entry
 
     def build(self, arch: str, seed: int) -> nn.Module:
-        ops = _parse(arch)
+        ops = tuple(enumerate(_parse(arch)))
         parts: list[_Part] = []
         for piece in self._skeleton:
             if isinstance(piece, _Part):
                 parts.append(piece)
                 continue
-            chosen = [self._op(piece, edge, op) for edge, op in enumerate(ops)]
-            cell: Cell = self.net.cells[piece]
+            row = self._table[piece]
+            chosen = [row[edge][op] or self._op(piece, edge, op) for edge, op in ops]
             # Behind nn.Module's back (no registration hook, no plan generation): the plan is installed below.
-            cell.edges.__dict__["_modules"] = {str(edge): module for edge, (module, _) in enumerate(chosen)}
+            self._edge_lists[piece]["_modules"] = dict(zip(_EDGE_NAMES, (m for m, _ in chosen)))
             parts += [part for _, part in chosen]
-        with torch.no_grad():
-            init_weights_(*(list(chain.from_iterable(map(attrgetter(field), parts)))
-                            for field in ("uniform", "bounds", "constant", "values")), seed)
-        install_plan(self.net, ModelPlan.join([p.plan for p in parts]))
+        columns = [list(chain.from_iterable(c)) for c in zip(*(part.columns for part in parts))]
+        with torch.no_grad():  # the constants (BatchNorm's 1s and 0s) were set when the modules were made
+            init_weights_(columns[0], columns[1], [], [], seed)
+        install_plan(self.net, ModelPlan.joined(None, columns[2:-2], columns[-2], bool(columns[-1])))
         return self.net
