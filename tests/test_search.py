@@ -261,3 +261,29 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
     assert 0 < len(logged_without_timings(log)) < 14, "the run was not killed mid-search"
     subprocess.run(cli_search(tmp_path / "killed", 14), check=True, env=env, capture_output=True, timeout=300)
     assert logged_without_timings(log) == logged_without_timings(tmp_path / "full" / "search.jsonl")
+
+
+def test_population_matches_the_plain_rules_on_random_streams():
+    """The ranked population against the rules written plainly: evict the lowest (the oldest on ties),
+    parents drawn from insertion order, median and minimum as statistics.median and min."""
+    import random
+    import statistics
+
+    from zico_fast.search import _Population
+
+    for trial in range(20):
+        rng = random.Random(trial)
+        capacity = rng.randint(1, 12)
+        ours, members = _Population(capacity), []
+        for step in range(200):
+            arch, score = f"a{rng.randrange(60)}", float(rng.randrange(8)) / rng.choice([1, 3])  # many ties
+            ours.add(arch, score)
+            if arch not in {a for a, _ in members}:
+                members.append((arch, score))
+                if len(members) > capacity:
+                    members.pop(min(range(len(members)), key=lambda i: members[i][1]))
+            assert ours.members == members, (trial, step)
+            scores = [s for _, s in members]
+            assert ours.median_and_min() == (statistics.median(scores), min(scores))
+        ours.rescore(lambda a: -len(a))
+        assert ours.median_and_min()[1] == min(-len(a) for a, _ in members)

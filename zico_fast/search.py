@@ -8,8 +8,8 @@ order in which results arrive never change the search; `generation` (a logged se
 """
 from __future__ import annotations
 
+import bisect
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,23 +49,42 @@ class SearchResult:
 
 
 class _Population:
-    """Distinct members in insertion order (the order parents are drawn from); the lowest is evicted."""
+    """Distinct members in insertion order (the order parents are drawn from); the lowest is evicted.
+    `_ranked` keeps them sorted by (score, arrival), so eviction, median and minimum cost O(log n)
+    lookups instead of a pass over a population of hundreds for every candidate."""
 
     def __init__(self, capacity: int):
         self.capacity, self.members, self.archs = capacity, [], set()
+        self._ranked: list[tuple[float, int, str]] = []  # (score, arrival, arch): [0] is the lowest, oldest on ties
+        self._arrival: dict[str, int] = {}
+        self._arrivals = 0
 
     def rescore(self, fitness) -> None:
         """Re-evaluates every member (an ensemble fitness moves as the population of ranks grows)."""
         self.members = [(arch, fitness(arch)) for arch, _ in self.members]
+        self._ranked = sorted((score, self._arrival[arch], arch) for arch, score in self.members)
 
     def add(self, arch: str, score: float) -> None:
         if arch in self.archs:  # a copy would add no information and crowd out distinct members
             return
         self.members.append((arch, score))
         self.archs.add(arch)
+        self._arrival[arch] = self._arrivals
+        bisect.insort(self._ranked, (score, self._arrivals, arch))
+        self._arrivals += 1
         if len(self.members) > self.capacity:
-            lowest = min(range(len(self.members)), key=lambda i: self.members[i][1])  # oldest on ties
-            self.archs.discard(self.members.pop(lowest)[0])
+            lowest, _, evicted = self._ranked.pop(0)
+            self.members.remove((evicted, lowest))
+            self.archs.discard(evicted)
+            del self._arrival[evicted]
+
+    def median_and_min(self) -> tuple[float, float]:
+        """statistics.median and min of the members' scores (NaN for an empty population)."""
+        ranked, n = self._ranked, len(self._ranked)
+        if not n:
+            return math.nan, math.nan
+        median = ranked[n // 2][0] if n % 2 else (ranked[n // 2 - 1][0] + ranked[n // 2][0]) / 2
+        return median, ranked[0][0]
 
 
 def _propose(space, strategy, members, warm, rng, budget, iteration) -> tuple[str, Cost, int]:
@@ -242,9 +261,7 @@ class _State:
                 self.best = (top, top_arch, self.costs[top_arch], self.cache[top_arch][1])
             elif self.best is None or score > self.best[0]:
                 self.best = (score, arch, cost, i)
-        scores = [s for _, s in self.pop.members]
-        self.history.append((i, self.best[0] if self.best else math.nan,
-                             statistics.median(scores) if scores else math.nan, min(scores, default=math.nan)))
+        self.history.append((i, self.best[0] if self.best else math.nan, *self.pop.median_and_min()))
 
     def result(self, log_path: Path, settings: dict) -> SearchResult:
         score, arch, cost, iteration = self.best or (math.nan, None, None, None)
