@@ -79,7 +79,8 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
   fi
   step candidates 60 "$PY" benchmarks/candidates_per_second.py --device cuda --candidates 25 \
     --out "$OUT/candidates.json"
-  step search_overhead 40 "$PY" benchmarks/search_overhead.py --device cuda --rounds 10 --paper-rounds 10
+  step search_overhead 45 "$PY" benchmarks/search_overhead.py --device cuda --rounds 10 --paper-rounds 10 \
+    --search-iterations 100
 
   # 4. Nsight Compute: DRAM throughput of the fused kernels of a real run (-lineinfo is on).
   step ncu 75 ncu --nvtx --nvtx-include "zico/statistics/" --nvtx-include "zico/finalize/" \

@@ -82,3 +82,15 @@ def test_subclasses_that_change_build_and_other_proxies_are_not_reused():
     config = WorkerConfig(NB201Space(C=4, N=1), [], "cpu", 1, 0, proxies=("zico", "synflow"))
     assert not worker_state(config).builder.reuse  # other proxies may leave a network changed
     assert worker_state(WorkerConfig(NB201Space(C=4, N=1), [], "cpu", 1, 0)).builder.reuse
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reused_network_on_cuda_has_the_cpu_bits():
+    """The reused network on the GPU: native draws staged through pinned memory into its tensors."""
+    space, rng = NB201Space(), random.Random(3)
+    reused = ReusedNB201(space, "cuda")
+    for _ in range(4):
+        arch, s = space.random(rng), rng.getrandbits(63)
+        ours, fresh = reused.build(arch, s).state_dict(), space.build(arch, seed=s).state_dict()
+        assert list(ours) == list(fresh) and all(t.is_cuda for t in ours.values())
+        assert all(torch.equal(ours[k].cpu(), fresh[k]) for k in fresh)  # tensors copied, the network stays put
