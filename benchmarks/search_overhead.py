@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/search_overhead.py [--rounds 40] [--paper-rounds 5]
 
-Part 1, the stages, side by side. Each round proposes a new NB201 candidate and times every stage
-once, in a shuffled (interleaved) order; medians over rounds of this thread's CPU time and of wall
+Part 1, the stages, side by side. Each round draws a uniformly random NB201 candidate and times
+every stage once, in a shuffled (interleaved) order; medians over rounds of this thread's CPU time and of wall
 time. Stages:
   propose          space.mutate(parent, rng, 2) + canonical (the warm evolution step)
   budget           space.within_budget + space.cost
@@ -117,7 +117,7 @@ def stage_medians(args, space, device, tiny, paper, model):
         log.open({"benchmark": "search_overhead"})
         parent = space.initial(rng)
         for r in range(args.rounds + 3):  # 3 warm-up rounds, discarded
-            arch = space.canonical(space.mutate(parent, rng, 2))
+            arch = space.random(rng)  # uniform over the space: its parameter counts, not a mutation chain's
             n = space.cost(arch).params
             state = {"arch": arch, "parent": parent, "rng": rng, "round": r, "init_seed": init_seed(SEED, arch),
                      "flat": torch.empty(n, device=device), "flat_cpu": torch.empty(n)}

@@ -22,19 +22,37 @@ FORMAT = ("expected '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' (node 1, 2, 3 with one
 _ENTRY = re.compile(r"([a-z0-9_]+)~(\d+)")
 
 
+# Parsed strings: a search parses each arch several times (canonical, key, cost, build); the
+# canonical strings _to_string writes are entered as it writes them. Bounded: cleared when full.
+_PARSED: dict[str, tuple[int, ...]] = {}
+_PARSED_MAX = 1 << 16
+
+
+@functools.lru_cache(maxsize=None)  # 15,625 possible cells
 def _to_string(ops: tuple[int, ...]) -> str:
     names = [f"{OPS[o]}~{src}" for o, (_, src) in zip(ops, EDGES)]
-    return "|" + "|+|".join("|".join(names[a:b]) for a, b in ((0, 1), (1, 3), (3, 6))) + "|"
+    text = "|" + "|+|".join("|".join(names[a:b]) for a, b in ((0, 1), (1, 3), (3, 6))) + "|"
+    _remember(text, ops)
+    return text
+
+
+def _remember(arch: str, ops: tuple[int, ...]) -> None:
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[arch] = ops
 
 
 def _parse(arch: str) -> tuple[int, ...]:
     """Op indices of the 6 edges in EDGES order; entries of a node may come in any order."""
     if not isinstance(arch, str):
         raise ValueError(f"NB201 architecture must be a string, got {type(arch).__name__}; {FORMAT}")
-    return _parse_string(arch)
+    ops = _PARSED.get(arch)
+    if ops is None:
+        ops = _parse_string(arch)
+        _remember(arch, ops)
+    return ops
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a search parses each arch several times (key, cost, build)
 def _parse_string(arch: str) -> tuple[int, ...]:
     nodes = arch.strip().split("+")
     if len(nodes) != 3:
