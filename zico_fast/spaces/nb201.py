@@ -11,6 +11,7 @@ from torch import nn
 
 from zico_fast.spaces.base import Cost, SearchSpace
 from zico_fast.spaces.fast_build import clone, materialize
+from zico_fast.spaces.nb201_cost import network_counts
 
 # Op order and edge order are NAS-Bench-201's own: the index order below is defined in terms of them.
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -276,45 +277,16 @@ class NB201Space(SearchSpace):
 
         `naslib_flops` counts more ops and is what NASLib's zc_nasbench201.json reports.
         """
-        params, macs, _ = _count(self.C, self.N, self.resolution, self.num_classes, _parse(arch))
+        params, macs, _ = self._counts(arch)
         return Cost(params=params, flops=macs, depth=3 * self.N)
+
+    def _counts(self, arch: str) -> tuple[int, int, int]:
+        ops = _parse(arch)
+        return network_counts(self.C, self.N, self.resolution, self.num_classes,
+                              *(ops.count(OPS.index(op)) for op in ("avg_pool_3x3", "nor_conv_3x3", "nor_conv_1x1")))
 
     def naslib_flops(self, arch: str) -> int:
         """FLOPs as NASLib's `flops` (tensorwatch ModelStats) counts them: conv MACs, BN 2 and ReLU 1
         per element, avg-pool k*k per output element, adaptive pool (H+1)*(W+1) per channel, Linear
         in*out.  Matches `naslib_flops` * 1e6 of all 725 architectures in shared/data/nb201_dev.csv."""
-        return _count(self.C, self.N, self.resolution, self.num_classes, _parse(arch))[2]
-
-
-@functools.lru_cache(maxsize=1 << 16)  # a search asks twice per candidate (budget, record)
-def _count(C: int, N: int, resolution: int, num_classes: int, ops: tuple[int, ...]) -> tuple[int, int, int]:
-    """(params, MACs, tensorwatch FLOPs) of one network: see NB201Space.cost and naslib_flops."""
-    params = macs = tw = 0  # tw: the tensorwatch convention of naslib_flops
-
-    def relu_conv_bn(cin: int, cout: int, k: int, in_px: int, out_px: int, times: int = 1) -> None:
-        nonlocal params, macs, tw
-        params += times * (cin * cout * k * k + 2 * cout)
-        macs += times * (cin * cout * k * k + cout) * out_px
-        tw += times * (cin * in_px + (cin * cout * k * k + 2 * cout) * out_px)
-
-    pools, conv3, conv1 = (N * ops.count(OPS.index(op)) for op in ("avg_pool_3x3", "nor_conv_3x3", "nor_conv_1x1"))
-
-    size = resolution
-    params, macs = 3 * C * 9 + 2 * C, (27 * C + C) * size * size  # stem conv + BN
-    tw = (27 * C + 2 * C) * size * size
-    for stage, c in enumerate((C, 2 * C, 4 * C)):
-        if stage:
-            cin, in_px, size = c // 2, size * size, size // 2
-            relu_conv_bn(cin, c, 3, in_px, size * size)
-            relu_conv_bn(c, c, 3, size * size, size * size)
-            params, macs = params + cin * c, macs + cin * c * size * size  # shortcut 1x1 conv
-            tw += (4 * cin + cin * c) * size * size  # shortcut 2x2 avg pool + 1x1 conv
-        px = size * size  # the stage's N cells, each with the same ops
-        tw += 9 * c * px * pools
-        relu_conv_bn(c, c, 3, px, px, conv3)
-        relu_conv_bn(c, c, 1, px, px, conv1)
-    c, px = 4 * C, size * size
-    params += 2 * c + c * num_classes + num_classes  # last BN, Linear
-    macs += c * px + c * num_classes
-    tw += 3 * c * px + (size + 1) ** 2 * c + c * num_classes
-    return params, macs, tw
+        return self._counts(arch)[2]
