@@ -180,6 +180,9 @@ def test_seeded_build_is_the_manual_seed_build(space, arch):
     assert torch.equal(torch.get_rng_state(), before)
     torch.manual_seed(seed)
     assert_same_network(seeded, space.build(arch))
+    for bad in (-1, 2**63, 1.5, True):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63\)"):
+            space.build(arch, seed=bad)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -108,6 +108,8 @@ def materialize(model: nn.Module, device=None, recipes: dict | None = None, seed
     generator, as the constructors would take them; with a seed, from a private stream that
     torch.manual_seed(seed) would start (the same bits, several times faster, nothing global touched).
     Returns `model`, changed in place. `recipes`: what `clone` gave for this model's modules."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     device = torch.get_default_device() if device is None else torch.device(device)
     plan = _init_plan(model, recipes)
     floats = [p for p in plan if p[2].dtype == torch.float32]
