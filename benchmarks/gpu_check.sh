@@ -55,7 +55,8 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
   # 2. Correctness, concurrently.
   # With the caching allocator off every tensor is its own allocation, so memcheck sees overruns.
   sanitize=(env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --error-exitcode 1 --tool)
-  step tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_kernels.py tests/test_fast_build.py -q -p no:cacheprovider -rfEs \
+  step tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_kernels.py tests/test_fast_build.py \
+    tests/test_nb201_reuse.py::test_reused_network_on_cuda_has_the_cpu_bits -q -p no:cacheprovider -rfEs \
     --junitxml="$OUT/tests.xml" &
   step sanitizer_memcheck 150 "${sanitize[@]}" memcheck "$PY" benchmarks/sanitizer_case.py &
   step sanitizer_initcheck 150 "${sanitize[@]}" initcheck "$PY" benchmarks/sanitizer_case.py &
