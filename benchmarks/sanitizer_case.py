@@ -61,6 +61,16 @@ def main() -> int:
         gpu = zico_fast.zico_score(model.cuda(), [(x.cuda(), y.cuda()) for x, y in batches]).score
         model.cpu()
         failures += abs(cpu - gpu) > 1e-4 * abs(cpu)  # cuDNN and CPU convolutions round differently
+    # init_weights_'s device path: pinned staging, one copy, fused splits, constant fills by group.
+    from zico_fast._ops import init_weights_
+
+    sizes, bounds = [1, 623, 625, 5000], [0.5, 0.25, 1.0, 0.125]
+    on_cpu, on_gpu = [torch.empty(n) for n in sizes], [torch.empty(n, device="cuda") for n in sizes]
+    constants = [torch.empty(7, device="cuda"), torch.empty((), dtype=torch.long, device="cuda")]
+    init_weights_(on_cpu, bounds, [], [], 12345)
+    init_weights_(on_gpu, bounds, constants, [1.0, 0.0], 12345)
+    failures += sum(not torch.equal(a, b.cpu()) for a, b in zip(on_cpu, on_gpu))
+    failures += not (constants[0].eq(1).all() and constants[1].item() == 0)
     torch.cuda.synchronize()
     print(f"sanitizer case: {failures} mismatches against the CPU kernels")
     return 1 if failures else 0
