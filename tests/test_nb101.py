@@ -182,6 +182,26 @@ def test_built_network_equals_nasbench_pytorch():
         torch.testing.assert_close(mine(x), reference(x), rtol=0, atol=0)
 
 
+def test_build_on_meta_then_materialize_is_the_constructors_network():
+    """build(): the constructors' bits under one torch seed, the same draws from the generator, and
+    with seed= the manual_seed bits without touching it; fresh random cells every run."""
+    from test_fast_build import assert_same_network
+    from zico_fast.spaces.nb101 import NB101Network
+
+    rng = random.Random()
+    small = NB101Space(stem=16)
+    for arch in [RICH, "input|output<0"] + [small.random(rng) for _ in range(3)]:
+        seed = rng.getrandbits(63)
+        torch.manual_seed(seed)
+        expected = NB101Network(parse(arch), small.stem, small.stacks, small.cells_per_stack, small.num_classes).train()
+        after = torch.get_rng_state()
+        torch.manual_seed(seed)
+        assert_same_network(small.build(arch), expected)
+        assert torch.equal(torch.get_rng_state(), after), arch
+        assert_same_network(small.build(arch, seed=seed), expected)
+        assert torch.equal(torch.get_rng_state(), after), arch  # the seeded build drew nothing from it
+
+
 def test_zico_of_an_nb101_network_matches_the_float64_oracle():
     space = NB101Space(stem=8, cells_per_stack=1)
     torch.manual_seed(1)

@@ -13,6 +13,7 @@ from torch import nn
 
 from zico_fast.errors import ZiCoUserError
 from zico_fast.spaces.base import Cost, SearchSpace
+from zico_fast.spaces.fast_build import materialize
 from zico_fast.spaces.nb101_cell import INPUT, MAX_VERTICES, OPS, OUTPUT, Cell, module_hash, parse
 
 _KERNEL = {"conv3x3-bn-relu": 3, "conv1x1-bn-relu": 1}
@@ -157,8 +158,16 @@ class NB101Space(SearchSpace):
         raise RuntimeError(f"no valid mutation of {parent!r} found in 1000 tries")  # not reached in practice
 
     # ---- networks and costs ------------------------------------------------------------------
-    def build(self, arch) -> nn.Module:
-        return NB101Network(parse(arch), self.stem, self.stacks, self.cells_per_stack, self.num_classes).train()
+    def build(self, arch, device=None, seed: int | None = None) -> nn.Module:
+        """The network in train mode, directly on `device` (default: torch's default device). Its
+        modules are made on 'meta' (no memory, no draws), then every tensor is initialised as the
+        constructors would: from the CPU generator in construction order (same bits as
+        NB101Network(...) under one torch seed, on every device), or, with `seed`, natively with
+        torch.manual_seed(seed)'s bits and the generator untouched."""
+        cell = parse(arch)  # outside the meta context: its errors are the user's, not a meta tensor's
+        with torch.device("meta"):
+            net = NB101Network(cell, self.stem, self.stacks, self.cells_per_stack, self.num_classes).train()
+        return materialize(net, device, seed=seed)
 
     def cost(self, arch) -> Cost:
         """Exact params; FLOPs = multiply-accumulates of one image: convs, BN (1 per output element)
