@@ -11,7 +11,6 @@ its layers then show up as "unused" in `skipped` and the score is unchanged.)
 """
 from __future__ import annotations
 
-import itertools
 import weakref
 from dataclasses import dataclass
 
@@ -83,7 +82,7 @@ class ModelPlan:
     def of_part(cls, named: list[tuple[str, nn.Module]], selector: LayerSelector,
                 includes_root: bool) -> "ModelPlan":
         """The plan of a stretch of a model's named-module walk (names qualified as in the model);
-        `join` puts stretches together. `includes_root`: named[0] is the model itself."""
+        `joined` puts stretches together. `includes_root`: named[0] is the model itself."""
         layers, skipped = select_layers(None, selector, named, allow_none=True)
         modules = [module for _, module in named]
         by_name = dict(named)
@@ -111,17 +110,10 @@ class ModelPlan:
         return tuple(getattr(self, name) for name in JOINED_LISTS)
 
     @classmethod
-    def join(cls, parts: list["ModelPlan"]) -> "ModelPlan":
-        """The plan of a model whose walk is the parts' walks one after another, for models
-        assembled from parts that share no module or tensor (their plans concatenate)."""
-        columns = zip(*(part.lists() for part in parts))
-        return cls.joined(parts[0].selector, [list(itertools.chain.from_iterable(c)) for c in columns],
-                          [part.skipped for part in parts], any(part.custom_train for part in parts))
-
-    @classmethod
     def joined(cls, selector: LayerSelector, lists: list[list], skipped: list[dict], custom_train: bool) -> "ModelPlan":
-        """`join` from the parts' lists already concatenated (callers that join on every model keep
-        their parts' `lists()` and concatenate them in one pass)."""
+        """The plan of a model whose walk is several parts' walks one after another, for models
+        assembled from parts that share no module or tensor: `lists` are the parts' `lists()`
+        concatenated field by field, `skipped` their skipped dicts, `custom_train` any part's."""
         merged = {}
         for part in skipped:
             merged.update(part)

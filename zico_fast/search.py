@@ -56,27 +56,26 @@ class _Population:
     def __init__(self, capacity: int):
         self.capacity, self.members, self.archs = capacity, [], set()
         self._ranked: list[tuple[float, int, str]] = []  # (score, arrival, arch): [0] is the lowest, oldest on ties
-        self._arrival: dict[str, int] = {}
         self._arrivals = 0
 
     def rescore(self, fitness) -> None:
         """Re-evaluates every member (an ensemble fitness moves as the population of ranks grows)."""
         self.members = [(arch, fitness(arch)) for arch, _ in self.members]
-        self._ranked = sorted((score, self._arrival[arch], arch) for arch, score in self.members)
+        # members are in arrival order, so their positions order ties as the arrival numbers would
+        self._ranked = sorted((score, i, arch) for i, (arch, score) in enumerate(self.members))
+        self._arrivals = len(self.members)
 
     def add(self, arch: str, score: float) -> None:
         if arch in self.archs:  # a copy would add no information and crowd out distinct members
             return
         self.members.append((arch, score))
         self.archs.add(arch)
-        self._arrival[arch] = self._arrivals
         bisect.insort(self._ranked, (score, self._arrivals, arch))
         self._arrivals += 1
         if len(self.members) > self.capacity:
             lowest, _, evicted = self._ranked.pop(0)
             self.members.remove((evicted, lowest))
             self.archs.discard(evicted)
-            del self._arrival[evicted]
 
     def median_and_min(self) -> tuple[float, float]:
         """statistics.median and min of the members' scores (NaN for an empty population)."""
