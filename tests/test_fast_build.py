@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-from zico_fast.spaces import mobilenet
 from zico_fast.spaces.fast_build import clone, materialize
 from zico_fast.spaces.mobilenet import ZICO_450M, MobileNetSpace
 from zico_fast.spaces.nb201 import NB201Network, NB201Space, _parse
@@ -42,14 +41,14 @@ def test_nb201_build_is_bit_identical_to_constructors(arch):
 
 
 @pytest.mark.parametrize("arch", [ZICO_450M, SMALL_MOBILENET])
-def test_mobilenet_build_is_bit_identical_to_constructors(arch, monkeypatch):
+def test_mobilenet_build_is_bit_identical_to_constructors(arch):
     space = MobileNetSpace(num_classes=10)
     torch.manual_seed(5)
     new = space.build(arch)
-    monkeypatch.setattr(mobilenet, "_META", {})  # the old way: each constructor allocates and initialises
-    monkeypatch.setattr(mobilenet, "materialize", lambda model, device, seed=None: model)
+    after_new = torch.get_rng_state()
     torch.manual_seed(5)
-    assert_same_network(space.build(arch), new)
+    assert_same_network(space._network(arch), new)  # the old way: each constructor allocates and initialises
+    assert torch.equal(torch.get_rng_state(), after_new)
 
 
 def test_built_networks_share_nothing_and_train():
@@ -118,7 +117,7 @@ def test_staged_path_draws_the_same_numbers():
     torch.manual_seed(4)
     expected = space.build(NB201_ARCHS[2])
     net = space.build(NB201_ARCHS[2])
-    plan = fast_build._init_plan(net, None)
+    plan = list(fast_build.init_entries(net.modules()))
     floats = [p for p in plan if p[2].dtype == torch.float32]
     others = [p for p in plan if p[2].dtype != torch.float32]
     torch.manual_seed(4)

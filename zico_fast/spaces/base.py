@@ -45,8 +45,9 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def build(self, arch: str) -> torch.nn.Module:
         """The untrained network, default PyTorch initialisation, in train mode. A space may add a
-        `device=None` parameter to build directly on a device (the engine then uses it); its weights
-        must be the bits a CPU build draws under the same torch seed."""
+        `device=None` parameter to build directly on a device, and `seed=None` to draw its weights
+        natively as `torch.manual_seed(seed)` would (the engine then uses them); its weights must be
+        the bits a CPU build draws under the same torch seed."""
 
     @abc.abstractmethod
     def cost(self, arch: str) -> Cost:

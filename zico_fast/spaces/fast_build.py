@@ -91,14 +91,13 @@ def _fills(module: nn.Module):
                         "build such modules with their constructor instead")
 
 
-def _init_plan(model: nn.Module, recipes: dict | None):
-    """[(module, name, placeholder tensor, is_parameter, fill)] in draw order (modules() order)."""
-    plan = []
-    for module in model.modules():
+def init_entries(modules, recipes: dict | None = None):
+    """(module, name, tensor, is_parameter, fill) of each tensor of `modules`, in draw order when the
+    modules come in modules() order; `recipes`: what `clone` gave for them (looked up when None)."""
+    for module in modules:
         recipe = recipes[id(module)] if recipes is not None else _recipe(module)[1]
         for name, is_param, fill in recipe:
-            plan.append((module, name, (module._parameters if is_param else module._buffers)[name], is_param, fill))
-    return plan
+            yield module, name, (module._parameters if is_param else module._buffers)[name], is_param, fill
 
 
 def materialize(model: nn.Module, device=None, recipes: dict | None = None, seed: int | None = None) -> nn.Module:
@@ -111,7 +110,7 @@ def materialize(model: nn.Module, device=None, recipes: dict | None = None, seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     device = torch.get_default_device() if device is None else torch.device(device)
-    plan = _init_plan(model, recipes)
+    plan = list(init_entries(model.modules(), recipes))
     floats = [p for p in plan if p[2].dtype == torch.float32]
     others = [p for p in plan if p[2].dtype != torch.float32]
     if any(p[2].dtype != torch.long or p[4][1] != 0 for p in others):
@@ -119,7 +118,7 @@ def materialize(model: nn.Module, device=None, recipes: dict | None = None, seed
     with torch.no_grad():
         if seed is not None:
             targets = [torch.empty(p[2].shape, dtype=p[2].dtype, device=device) for p in floats + others]
-            init_tensors(list(zip(floats + others, targets)), seed)
+            _init_tensors(list(zip(floats + others, targets)), seed)
         elif device.type == "cpu":  # each tensor is filled where it lives
             cpu = torch.device("cpu")  # explicit: a torch.device(...) context must not move the draws
             targets = [torch.empty(p[2].shape, device=cpu).uniform_(-p[4][1], p[4][1]) if p[4][0] == "uniform"
@@ -135,7 +134,7 @@ def materialize(model: nn.Module, device=None, recipes: dict | None = None, seed
     return model
 
 
-def init_tensors(entries, seed: int) -> None:
+def _init_tensors(entries, seed: int) -> None:
     """[(plan entry, tensor)] -> each tensor set to its entry's fill, uniform draws in list order
     from the stream torch.manual_seed(seed) starts, in one native call."""
     uniform = [(t, p[4][1]) for p, t in entries if p[4][0] == "uniform"]

@@ -122,14 +122,9 @@ def _shortcut(reslink: bool, cin: int, cout: int, stride: int, sub_layer: int, f
     return "identity"
 
 
-# Modules are constructed on 'meta' (no allocation, no random draws) and `build` then materialises
-# them on the target device with PyTorch's default init, drawn exactly as the constructors would.
-_META = {"device": "meta"}
-
-
 def _bn_conv(cin: int, cout: int, kernel: int, stride: int, groups: int, eps: float) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False, **_META),
-            nn.BatchNorm2d(cout, eps=eps, **_META)]
+    return [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout, eps=eps)]
 
 
 class InvertedUnit(nn.Module):
@@ -142,8 +137,8 @@ class InvertedUnit(nn.Module):
                                   *_bn_conv(hidden, cout, 1, 1, 1, eps))
         self.shortcut = shortcut  # "none", "identity" or "proj"
         # Zen-NAS's projection is a 1x1 conv *with* bias (nn.Conv2d's default) followed by BN.
-        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, **_META),
-                                   nn.BatchNorm2d(cout, eps=eps, **_META))
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride),
+                                   nn.BatchNorm2d(cout, eps=eps))
                      if shortcut == "proj" else None)
 
     def forward(self, x):
@@ -161,7 +156,7 @@ class MobileNetNet(nn.Module):
     def __init__(self, features: list[nn.Module], last_channels: int, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Linear(last_channels, num_classes, **_META)
+        self.classifier = nn.Linear(last_channels, num_classes)
 
     def forward(self, x):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
@@ -243,9 +238,14 @@ class MobileNetSpace(SearchSpace):
         return out
 
     def build(self, arch: str, device=None, seed: int | None = None) -> nn.Module:
-        """The network in train mode, directly on `device` (default: torch's default device), with
-        PyTorch's default init drawn from the CPU generator in constructor order (same bits on every
-        device); `seed`: the bits `torch.manual_seed(seed)` would give, without touching the generator."""
+        """The network in train mode, directly on `device` (default: torch's default device), initialised
+        as its constructors would under torch.manual_seed(seed) (seed=None: from the CPU generator)."""
+        with torch.device("meta"):  # modules without memory or draws; materialize gives them their tensors
+            net = self._network(arch)
+        return materialize(net, device, seed=seed)
+
+    def _network(self, arch: str) -> nn.Module:
+        """The network as its constructors make it, on torch's current default device."""
         blocks, eps, features = self.parse(arch), self.bn_eps, []
         for b in blocks:
             if b.is_conv:
@@ -256,7 +256,7 @@ class MobileNetSpace(SearchSpace):
                 for cin, hidden, cout, k, stride, i, first in b.units():
                     features.append(InvertedUnit(cin, hidden, cout, k, stride,
                                                  _shortcut(not self.no_reslink, cin, cout, stride, i, first), eps))
-        return materialize(MobileNetNet(features, blocks[-1].out_ch, self.num_classes).train(), device, seed=seed)
+        return MobileNetNet(features, blocks[-1].out_ch, self.num_classes).train()
 
     def cost(self, arch: str, reslink: bool | None = None) -> Cost:
         """Params and MACs (conv, depthwise, BN, Linear; no bias adds) of the network `build` returns.

@@ -26,7 +26,7 @@ from torch import nn
 from zico_fast._ops import init_weights_
 from zico_fast.layers import named_modules_fast
 from zico_fast.model_state import ModelPlan, install_plan
-from zico_fast.spaces.fast_build import _recipe, clone, materialize
+from zico_fast.spaces.fast_build import clone, init_entries, materialize
 from zico_fast.spaces.nb201 import EDGES, OPS, _parse, _prototypes
 
 _EDGE_NAMES = tuple(str(edge) for edge in range(len(EDGES)))
@@ -39,11 +39,10 @@ class _Part:
 
     def __init__(self, named: list[tuple[str, nn.Module]], includes_root: bool = False):
         uniform, bounds = [], []
-        for _, module in named:
-            for name, is_param, (kind, value) in _recipe(module)[1]:
-                if kind == "uniform":
-                    uniform.append((module._parameters if is_param else module._buffers)[name])
-                    bounds.append(value)
+        for _, _, tensor, _, (kind, value) in init_entries(module for _, module in named):
+            if kind == "uniform":
+                uniform.append(tensor)
+                bounds.append(value)
         plan = ModelPlan.of_part(named, None, includes_root)
         # the last two columns: the part's skipped layers (a dict, if any) and custom_train (if True)
         self.columns = (uniform, bounds, *plan.lists(), [plan.skipped] if plan.skipped else [],
@@ -73,6 +72,15 @@ class ReusedNB201:
         self._edge_lists = {cell: self.net.cells[cell].edges.__dict__ for cell in self._widths}
         # [cell][edge][op] -> (op module, its part), built on first use
         self._table = {cell: [[None] * len(OPS) for _ in EDGES] for cell in self._widths}
+
+    def warm_up(self) -> None:
+        """Builds every (cell, edge, op) module now, as a long run ends up having (benchmarks time
+        candidates against that, not against the first ones' module building)."""
+        for cell, row in self._table.items():
+            for edge, modules in enumerate(row):
+                for op, entry in enumerate(modules):
+                    if entry is None:
+                        self._op(cell, edge, op)
 
     def _op(self, cell: int, edge: int, op: int) -> tuple[nn.Module, _Part]:
         recipes: dict = {}
