@@ -38,6 +38,9 @@ def test_reused_network_is_the_fresh_build(space, size):
     batches = [(torch.randn(3, 3, size, size, generator=gen), torch.randint(0, 10, (3,), generator=gen))
                for _ in range(2)]
     reused = ReusedNB201(space, "cpu")
+    if space.N == 2:  # the small space also checks networks made of modules built ahead of use
+        reused.warm_up()
+        assert all(entry is not None for row in reused._table.values() for ops in row for entry in ops)
     archs = [space.random(rng) for _ in range(6 if space.N == 2 else 3)]
     archs += [archs[0], "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", archs[1]]  # repeats, an empty cell
     for arch in archs:

@@ -80,16 +80,18 @@ class RayBackend:
     def _connect(self):
         ray = _ray()
         if not ray.is_initialized():
+            def unreachable(why) -> ZiCoUserError:
+                return ZiCoUserError(f"cannot reach a Ray cluster at {self.address!r} ({why}); start one with "
+                                     "`ray start --head` or leave out --ray-address")
+
             problem = _unreachable(self.address)
             if problem:  # ray.init would retry for minutes before it gave up
-                raise ZiCoUserError(f"cannot reach a Ray cluster at {self.address!r} ({problem}); start one with "
-                                    "`ray start --head` or leave out --ray-address")
+                raise unreachable(problem)
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             except ConnectionError as exc:
-                raise ZiCoUserError(f"cannot reach a Ray cluster at {self.address!r} ({exc}); start one with "
-                                    "`ray start --head` or leave out --ray-address") from None
+                raise unreachable(exc) from None
             self._started_ray = self.address is None
         return ray
 
