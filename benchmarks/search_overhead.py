@@ -25,6 +25,11 @@ inside; overhead = (search CPU time - evaluate CPU time) / candidates, for a sea
 100-candidate warm-up search on the same backend (so its reused network has its modules built).
 This counts what part 1 may miss (proposal streams, records, population, repeats, progress).
 
+Part 3, attribution: the same real loop twice more with evaluate() replaced by a stub that returns
+the parameter count (no passes), and by one that also reads and writes --sweep-mb MiB per candidate
+(the passes' effect on the CPU caches, without their work). The gap between the two is what the
+loop pays for finding its Python objects and weights evicted after each candidate's passes.
+
 With --device cuda the builders build on the device, every stage ends with a synchronize, and
 "draws: on device" shows what drawing on the device would cost instead.
 """
@@ -112,6 +117,10 @@ def stage_medians(args, space, device, tiny, paper, model):
           f"{(time.thread_time_ns() - started) / 1e6:.1f} ms cpu, once per worker")
     times: dict[str, list[tuple[float, float]]] = {}
     params = []
+    # The draws write into memory allocated once, as the reused network's weights are (a fresh
+    # allocation per round would add its page faults to both draw timings).
+    largest = max(space.cost(arch).params for arch in space.enumerate())
+    flat, flat_cpu = torch.empty(largest, device=device), torch.empty(largest)
     with tempfile.TemporaryDirectory() as tmp:
         log = RunLog(Path(tmp) / "log.jsonl", "search")
         log.open({"benchmark": "search_overhead"})
@@ -120,7 +129,7 @@ def stage_medians(args, space, device, tiny, paper, model):
             arch = space.random(rng)  # uniform over the space: its parameter counts, not a mutation chain's
             n = space.cost(arch).params
             state = {"arch": arch, "parent": parent, "rng": rng, "round": r, "init_seed": init_seed(SEED, arch),
-                     "flat": torch.empty(n, device=device), "flat_cpu": torch.empty(n)}
+                     "flat": flat[:n], "flat_cpu": flat_cpu[:n]}
             parent, todo = arch, stages(space, reused, log, state, device)
             if device.type != "cpu":
                 todo["draws: on device"] = lambda: state["flat"].uniform_(-0.1, 0.1)
@@ -152,25 +161,29 @@ class WarmInProcessBackend(InProcessBackend):
         self.config = config
 
 
-def in_search(args, space, device, tiny):
-    """(CPU ms per candidate outside evaluate(), inside it, candidates scored) in a real search()
-    after a warm-up search on the same backend."""
+def in_search(args, space, device, tiny, stub=None):
+    """(CPU ms per candidate outside evaluate(), inside it, candidates scored, median parameters of
+    the scored candidates) in a real search() after a warm-up search on the same backend. `stub`
+    replaces the engine's evaluate (same signature) for the attribution runs."""
     evaluate_module = importlib.import_module("zico_fast.engine.evaluate")  # the module, not the function
-    plain, spent = evaluate_module.evaluate, []
+    plain, spent, params = evaluate_module.evaluate, [], []
+    inner = stub or plain
 
-    def timed_evaluate(*a, **k):
+    def timed_evaluate(model, *a, **k):
         t0 = time.thread_time_ns()
         try:
-            return plain(*a, **k)
+            return inner(model, *a, **k)
         finally:
             spent.append(time.thread_time_ns() - t0)
+            params.append(k["cost"].params)
 
     backend = WarmInProcessBackend()
     with tempfile.TemporaryDirectory() as tmp:
-        search(space, tiny, iterations=100, log_path=Path(tmp) / "warm.jsonl", population=64, seed=SEED + 1,
-               device=str(device), threads=1, backend=backend)
-        evaluate_module.evaluate = timed_evaluate
+        evaluate_module.evaluate = inner
         try:
+            search(space, tiny, iterations=100, log_path=Path(tmp) / "warm.jsonl", population=64, seed=SEED + 1,
+                   device=str(device), threads=1, backend=backend)
+            evaluate_module.evaluate = timed_evaluate
             t0 = time.thread_time_ns()
             search(space, tiny, iterations=args.search_iterations, log_path=Path(tmp) / "s.jsonl", population=64,
                    seed=SEED, device=str(device), threads=1, backend=backend)
@@ -178,7 +191,24 @@ def in_search(args, space, device, tiny):
         finally:
             evaluate_module.evaluate = plain
     n = args.search_iterations
-    return (total - sum(spent)) / n / 1e6, sum(spent) / max(len(spent), 1) / 1e6, len(spent)
+    return ((total - sum(spent)) / n / 1e6, sum(spent) / max(len(spent), 1) / 1e6, len(spent),
+            statistics.median(params) if params else 0)
+
+
+def attribution_stubs(sweep_mb: float):
+    """Stand-ins for evaluate() that leave out the passes: the score is the parameter count (which
+    ZiCo tracks closely, so evolution drifts to networks of similar sizes), optionally after reading
+    and writing `sweep_mb` MiB, as the passes do with this CPU's caches."""
+    sweep = torch.zeros(int(sweep_mb * 2**20) // 4)
+
+    def parameter_count(model, batches, proxies=("zico",), *, cost, **_):
+        return {"zico": float(cost.params)}
+
+    def swept(model, batches, proxies=("zico",), *, cost, **_):
+        sweep.add_(1.0)
+        return {"zico": float(cost.params)}
+
+    return parameter_count, swept
 
 
 def main() -> None:
@@ -186,6 +216,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--paper-rounds", type=int, default=5, help="rounds of the 2x128x32x32 passes")
     parser.add_argument("--search-iterations", type=int, default=200, help="candidates of the real search (0: skip)")
+    parser.add_argument("--sweep-mb", type=float, default=32.0,
+                        help="memory the attribution run sweeps per candidate (default: this VM's L3)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     warnings.simplefilter("ignore", UserWarning)  # tiny 8x8 inputs make some candidates' ZiCo 0; expected here
@@ -220,12 +252,17 @@ def main() -> None:
           f"reused build is {med['build: constructors'][0] / med['build: reused'][0]:.0f}x faster than the "
           f"constructors and {med['build: fresh'][0] / med['build: reused'][0]:.1f}x than a fresh build (cpu)")
     if args.search_iterations:
-        outside, inside, scored = in_search(args, space, device, tiny)
+        outside, inside, scored, real_params = in_search(args, space, device, tiny)
         print(f"real search() of {args.search_iterations} candidates (evolution, in-process backend after a "
               f"100-candidate warm-up, tiny passes): {outside:.3f} ms cpu per candidate outside evaluate() "
               f"(everything: set-up, proposals, builds, records, log); evaluate() {inside:.3f} ms per scored "
-              f"candidate ({scored} scored, the rest repeats)")
-
+              f"candidate ({scored} scored, the rest repeats; median {real_params:,.0f} parameters)")
+        # Where that goes: the same loop without the passes, then with only their cache footprint.
+        no_passes, swept = attribution_stubs(args.sweep_mb)
+        for label, stub in (("no passes", no_passes), (f"no passes, {args.sweep_mb:g} MiB swept", swept)):
+            outside, _, scored, n_params = in_search(args, space, device, tiny, stub)
+            print(f"  the same loop, evaluate() replaced by the parameter count ({label}): {outside:.3f} ms cpu "
+                  f"per candidate outside it ({scored} scored; median {n_params:,.0f} parameters)")
 
 if __name__ == "__main__":
     main()
