@@ -105,6 +105,7 @@ fi
   done
   [[ -f "$OUT/overhead.log" ]] && tail -n 20 "$OUT/overhead.log"
   [[ -f "$OUT/candidates.log" ]] && tail -n 6 "$OUT/candidates.log"
+  [[ -f "$OUT/search_overhead.log" ]] && tail -n 9 "$OUT/search_overhead.log"
   [[ -f "$OUT/ncu_details.txt" ]] && grep -E '^  [a-z_:<>0-9, ]+\(|DRAM Throughput|Memory Throughput|Duration' "$OUT/ncu_details.txt" | head -n 40
 } >"$OUT/summary.txt" 2>&1
 failed=$(grep -c -E ': (FAILED|TIMEOUT)' "$OUT/steps.txt")
