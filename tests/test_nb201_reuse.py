@@ -11,9 +11,9 @@ from test_fast_build import assert_same_network
 from zico_fast import zico_score
 from zico_fast.engine import init_seed, score_candidate
 from zico_fast.engine.seeding import CandidateBuilder
-from zico_fast.model_state import ModelPlan, model_plan
+from zico_fast.model_state import JOINED_LISTS, ModelPlan, model_plan
 from zico_fast.spaces.nb201 import NB201Space
-from zico_fast.spaces.nb201_reuse import ReusedNB201
+from zico_fast.spaces.nb201_reuse import ReusedNB201, _Part
 
 FIELDS_BY_IDENTITY = ("submodules", "params", "batchnorms", "other_buffers", "conv_weights")
 
@@ -85,6 +85,20 @@ def test_subclasses_that_change_build_and_other_proxies_are_not_reused():
     config = WorkerConfig(NB201Space(C=4, N=1), [], "cpu", 1, 0, proxies=("zico", "synflow"))
     assert not worker_state(config).builder.reuse  # other proxies may leave a network changed
     assert worker_state(WorkerConfig(NB201Space(C=4, N=1), [], "cpu", 1, 0)).builder.reuse
+
+
+def test_a_part_counts_the_columns_a_join_must_not_skip():
+    """A candidate joins only the leading columns some part fills; a part with a buffer to restore
+    (a column NB201 leaves empty) must count it, or its plan would lose the buffer."""
+    class OwnNorm(torch.nn.BatchNorm2d):  # not torch's forward: its statistics are copied and restored
+        def forward(self, x):
+            return super().forward(x)
+
+    norm = OwnNorm(3)
+    column = 2 + JOINED_LISTS.index("other_buffers")  # after the draws' tensors and bounds
+    part = _Part([("norm", norm)])
+    assert part.columns[column] == list(norm.buffers()) and part.used == column + 1
+    assert _Part([("relu", torch.nn.ReLU())]).used == 2 + JOINED_LISTS.index("submodules") + 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

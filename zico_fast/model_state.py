@@ -51,8 +51,9 @@ def _is_stock_batchnorm(module: nn.Module) -> bool:
 
 
 # The ModelPlan fields that are lists in walk order: a joined plan concatenates them part by part.
-JOINED_LISTS = ("layers", "weight_checks", "submodules", "params", "batchnorms", "batchnorm_flags", "other_buffers",
-                "strided_1x1", "conv_weights")
+# The two that most models leave empty come last (a joiner may skip trailing columns empty everywhere).
+JOINED_LISTS = ("layers", "weight_checks", "submodules", "params", "batchnorms", "batchnorm_flags", "conv_weights",
+                "other_buffers", "strided_1x1")
 
 
 @dataclass

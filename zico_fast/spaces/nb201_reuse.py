@@ -35,7 +35,8 @@ _EDGE_NAMES = tuple(str(edge) for edge in range(len(EDGES)))
 class _Part:
     """A stretch of the network's module walk: its randomly initialised tensors in draw order with
     their bounds, and its plan, kept as one tuple of lists (`columns`) so a candidate concatenates
-    all its parts' in one C-level pass."""
+    all its parts' in one C-level pass. `used`: how many leading columns hold anything (NB201
+    leaves the last four empty everywhere; skipping them is a third of the joining)."""
 
     def __init__(self, named: list[tuple[str, nn.Module]], includes_root: bool = False):
         uniform, bounds = [], []
@@ -47,6 +48,7 @@ class _Part:
         # the last two columns: the part's skipped layers (a dict, if any) and custom_train (if True)
         self.columns = (uniform, bounds, *plan.lists(), [plan.skipped] if plan.skipped else [],
                         [True] if plan.custom_train else [])
+        self.used = max((i + 1 for i, column in enumerate(self.columns) if column), default=0)
 
 
 class ReusedNB201:
@@ -69,6 +71,7 @@ class ReusedNB201:
                 self._skeleton += [_Part(stretch, includes_root=first), edge_lists[id(module)]]
                 stretch, first = [], False
         self._skeleton.append(_Part(stretch))
+        self._used = max(part.used for part in self._skeleton if isinstance(part, _Part))  # grows with _op
         self._edge_lists = {cell: self.net.cells[cell].edges.__dict__ for cell in self._widths}
         # [cell][edge][op] -> (op module, its part), built on first use
         self._table = {cell: [[None] * len(OPS) for _ in EDGES] for cell in self._widths}
@@ -88,6 +91,7 @@ class ReusedNB201:
         prefix = f"cells.{cell}.edges.{edge}"
         named = [(prefix + ("." + name if name else ""), m) for name, m in named_modules_fast(module)]
         self._table[cell][edge][op] = entry = (module, _Part(named))
+        self._used = max(self._used, entry[1].used)
         return entry
 
     def build(self, arch: str, seed: int) -> nn.Module:
@@ -102,7 +106,9 @@ class ReusedNB201:
             # Behind nn.Module's back (no registration hook, no plan generation): the plan is installed below.
             self._edge_lists[piece]["_modules"] = dict(zip(_EDGE_NAMES, (m for m, _ in chosen)))
             parts += [part for _, part in chosen]
-        columns = [list(chain.from_iterable(c)) for c in zip(*(part.columns for part in parts))]
+        used = self._used
+        columns = [list(chain.from_iterable(c)) for c in zip(*(part.columns[:used] for part in parts))]
+        columns += [[] for _ in range(len(parts[0].columns) - used)]
         with torch.no_grad():  # the constants (BatchNorm's 1s and 0s) were set when the modules were made
             init_weights_(columns[0], columns[1], [], [], seed)
         install_plan(self.net, ModelPlan.joined(None, columns[2:-2], columns[-2], bool(columns[-1])))
