@@ -81,7 +81,7 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
   step candidates 60 "$PY" benchmarks/candidates_per_second.py --device cuda --candidates 25 \
     --out "$OUT/candidates.json"
   step search_overhead 45 "$PY" benchmarks/search_overhead.py --device cuda --rounds 10 --paper-rounds 10 \
-    --search-iterations 100
+    --search-iterations 120
 
   # 4. Nsight Compute: DRAM throughput of the fused kernels of a real run (-lineinfo is on).
   step ncu 75 ncu --nvtx --nvtx-include "zico/statistics/" --nvtx-include "zico/finalize/" \
@@ -105,7 +105,7 @@ fi
   done
   [[ -f "$OUT/overhead.log" ]] && tail -n 20 "$OUT/overhead.log"
   [[ -f "$OUT/candidates.log" ]] && tail -n 6 "$OUT/candidates.log"
-  [[ -f "$OUT/search_overhead.log" ]] && tail -n 9 "$OUT/search_overhead.log"
+  [[ -f "$OUT/search_overhead.log" ]] && tail -n 8 "$OUT/search_overhead.log"
   [[ -f "$OUT/ncu_details.txt" ]] && grep -E '^  [a-z_:<>0-9, ]+\(|DRAM Throughput|Memory Throughput|Duration' "$OUT/ncu_details.txt" | head -n 40
 } >"$OUT/summary.txt" 2>&1
 failed=$(grep -c -E ': (FAILED|TIMEOUT)' "$OUT/steps.txt")

@@ -19,16 +19,20 @@ against the candidate's passes: bare train()/zero_grad/forward/cross-entropy/bac
 a fixed 53-layer NB201 network, at tiny inputs (2 batches of 2x3x8x8) and at the paper's setting
 (2 batches of 128x3x32x32, fewer rounds: it takes seconds per round on a CPU).
 
-Part 2, the same in the real loop: `search()` (evolution, in-process backend, the engine's reused
-network) at tiny inputs, with the engine's `evaluate` (the passes plus the scorer) timed from
-inside; overhead = (search CPU time - evaluate CPU time) / candidates, for a search run after a
-100-candidate warm-up search on the same backend (so its reused network has its modules built).
-This counts what part 1 may miss (proposal streams, records, population, repeats, progress).
-
-Part 3, attribution: the same real loop twice more with evaluate() replaced by a stub that returns
-the parameter count (no passes), and by one that also reads and writes --sweep-mb MiB per candidate
-(the passes' effect on the CPU caches, without their work). The gap between the two is what the
-loop pays for finding its Python objects and weights evicted after each candidate's passes.
+Part 2, the same in the real loop, with its attribution: one `search()` (evolution, in-process
+backend, the engine's reused network, tiny passes) after a 100-candidate warm-up search on the same
+backend (so its reused network has its modules built), whose `evaluate()` takes turns, in blocks of
+20 consecutive candidates, between
+  passes        the engine's own evaluate (the passes plus the scorer),
+  no passes     a stub returning the parameter count (ZiCo tracks it closely, so evolution drifts
+                to networks of similar sizes),
+  swept         the stub after reading and writing --sweep-mb MiB (the passes' effect on the CPU
+                caches, without their work).
+A candidate's overhead is this thread's CPU time from the end of the previous evaluate() to the
+start of its own: everything the loop does for it (records, population and log of the one before,
+proposal, budget, seed, build), counted for the candidates that come third or later in a block (the
+two before them took the same turn, so the caches are in that turn's state). Blocks taking turns
+keep this VM's drifting speed out of the comparison. The search's set-up is not counted.
 
 With --device cuda the builders build on the device, every stage ends with a synchronize, and
 "draws: on device" shows what drawing on the device would cost instead.
@@ -60,6 +64,7 @@ from zico_fast.spaces.nb201_reuse import ReusedNB201
 NB201_53 = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
 SEED = 0
 LOOP = ("propose", "budget", "seed", "log append")
+TURN_BLOCK = 20  # consecutive candidates per turn in part 2
 
 
 def passes(model, batches):
@@ -161,63 +166,57 @@ class WarmInProcessBackend(InProcessBackend):
         self.config = config
 
 
-def in_search(args, space, device, tiny, stub=None):
-    """(CPU ms per candidate outside evaluate(), inside it, candidates scored, median parameters of
-    the scored candidates) in a real search() after a warm-up search on the same backend. `stub`
-    replaces the engine's evaluate (same signature) for the attribution runs."""
+def in_search(args, space, device, tiny):
+    """{turn: [overhead ms of each candidate after it]}, evaluate() ms per candidate with the passes,
+    candidates scored, their median parameter count; see the module's docstring."""
     evaluate_module = importlib.import_module("zico_fast.engine.evaluate")  # the module, not the function
-    plain, spent, params = evaluate_module.evaluate, [], []
-    inner = stub or plain
-
-    def timed_evaluate(model, *a, **k):
-        t0 = time.thread_time_ns()
-        try:
-            return inner(model, *a, **k)
-        finally:
-            spent.append(time.thread_time_ns() - t0)
-            params.append(k["cost"].params)
-
-    backend = WarmInProcessBackend()
-    with tempfile.TemporaryDirectory() as tmp:
-        evaluate_module.evaluate = inner
-        try:
-            search(space, tiny, iterations=100, log_path=Path(tmp) / "warm.jsonl", population=64, seed=SEED + 1,
-                   device=str(device), threads=1, backend=backend)
-            evaluate_module.evaluate = timed_evaluate
-            t0 = time.thread_time_ns()
-            search(space, tiny, iterations=args.search_iterations, log_path=Path(tmp) / "s.jsonl", population=64,
-                   seed=SEED, device=str(device), threads=1, backend=backend)
-            total = time.thread_time_ns() - t0
-        finally:
-            evaluate_module.evaluate = plain
-    n = args.search_iterations
-    return ((total - sum(spent)) / n / 1e6, sum(spent) / max(len(spent), 1) / 1e6, len(spent),
-            statistics.median(params) if params else 0)
-
-
-def attribution_stubs(sweep_mb: float):
-    """Stand-ins for evaluate() that leave out the passes: the score is the parameter count (which
-    ZiCo tracks closely, so evolution drifts to networks of similar sizes), optionally after reading
-    and writing `sweep_mb` MiB, as the passes do with this CPU's caches."""
-    sweep = torch.zeros(int(sweep_mb * 2**20) // 4)
+    plain = evaluate_module.evaluate
+    sweep = torch.zeros(int(args.sweep_mb * 2**20) // 4)
 
     def parameter_count(model, batches, proxies=("zico",), *, cost, **_):
         return {"zico": float(cost.params)}
 
     def swept(model, batches, proxies=("zico",), *, cost, **_):
         sweep.add_(1.0)
-        return {"zico": float(cost.params)}
+        return parameter_count(model, batches, cost=cost)
 
-    return parameter_count, swept
+    turns = (("passes", plain), ("no passes", parameter_count), (f"{args.sweep_mb:g} MiB swept", swept))
+    gaps = {name: [] for name, _ in turns}
+    inside, params, last_end = [], [], [0]
+
+    def taking_turns(model, *a, **k):
+        start = time.thread_time_ns()
+        name, evaluate = turns[len(params) // TURN_BLOCK % len(turns)]
+        if len(params) % TURN_BLOCK >= 2:
+            gaps[name].append((start - last_end[0]) / 1e6)
+        params.append(k["cost"].params)
+        try:
+            return evaluate(model, *a, **k)
+        finally:
+            last_end[0] = time.thread_time_ns()
+            if evaluate is plain:
+                inside.append((last_end[0] - start) / 1e6)
+
+    backend = WarmInProcessBackend()
+    with tempfile.TemporaryDirectory() as tmp:
+        search(space, tiny, iterations=100, log_path=Path(tmp) / "warm.jsonl", population=64, seed=SEED + 1,
+               device=str(device), threads=1, backend=backend)
+        evaluate_module.evaluate = taking_turns
+        try:
+            search(space, tiny, iterations=args.search_iterations, log_path=Path(tmp) / "s.jsonl", population=64,
+                   seed=SEED, device=str(device), threads=1, backend=backend)
+        finally:
+            evaluate_module.evaluate = plain
+    return gaps, statistics.median(inside), len(params), statistics.median(params)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--paper-rounds", type=int, default=5, help="rounds of the 2x128x32x32 passes")
-    parser.add_argument("--search-iterations", type=int, default=200, help="candidates of the real search (0: skip)")
+    parser.add_argument("--search-iterations", type=int, default=300, help="candidates of the real search (0: skip)")
     parser.add_argument("--sweep-mb", type=float, default=32.0,
-                        help="memory the attribution run sweeps per candidate (default: this VM's L3)")
+                        help="memory the 'swept' turn reads and writes (default: this VM's L3)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     warnings.simplefilter("ignore", UserWarning)  # tiny 8x8 inputs make some candidates' ZiCo 0; expected here
@@ -252,17 +251,13 @@ def main() -> None:
           f"reused build is {med['build: constructors'][0] / med['build: reused'][0]:.0f}x faster than the "
           f"constructors and {med['build: fresh'][0] / med['build: reused'][0]:.1f}x than a fresh build (cpu)")
     if args.search_iterations:
-        outside, inside, scored, real_params = in_search(args, space, device, tiny)
+        gaps, inside, scored, median_params = in_search(args, space, device, tiny)
         print(f"real search() of {args.search_iterations} candidates (evolution, in-process backend after a "
-              f"100-candidate warm-up, tiny passes): {outside:.3f} ms cpu per candidate outside evaluate() "
-              f"(everything: set-up, proposals, builds, records, log); evaluate() {inside:.3f} ms per scored "
-              f"candidate ({scored} scored, the rest repeats; median {real_params:,.0f} parameters)")
-        # Where that goes: the same loop without the passes, then with only their cache footprint.
-        no_passes, swept = attribution_stubs(args.sweep_mb)
-        for label, stub in (("no passes", no_passes), (f"no passes, {args.sweep_mb:g} MiB swept", swept)):
-            outside, _, scored, n_params = in_search(args, space, device, tiny, stub)
-            print(f"  the same loop, evaluate() replaced by the parameter count ({label}): {outside:.3f} ms cpu "
-                  f"per candidate outside it ({scored} scored; median {n_params:,.0f} parameters)")
+              f"100-candidate warm-up, tiny passes; {scored} scored, the rest repeats; median {median_params:,.0f} "
+              f"parameters), evaluate() taking turns; the passes' evaluate() {inside:.3f} ms cpu median")
+        for name, times in gaps.items():
+            print(f"  loop overhead per candidate after '{name}': mean {statistics.mean(times):.3f} ms cpu, "
+                  f"median {statistics.median(times):.3f} ({len(times)} candidates)")
 
 if __name__ == "__main__":
     main()
