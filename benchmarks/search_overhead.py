@@ -256,6 +256,8 @@ def main() -> None:
               f"100-candidate warm-up, tiny passes; {scored} scored, the rest repeats; median {median_params:,.0f} "
               f"parameters), evaluate() taking turns; the passes' evaluate() {inside:.3f} ms cpu median")
         for name, times in gaps.items():
+            if not times:  # fewer iterations than the turns need
+                continue
             print(f"  loop overhead per candidate after '{name}': mean {statistics.mean(times):.3f} ms cpu, "
                   f"median {statistics.median(times):.3f} ({len(times)} candidates)")
 
