@@ -208,7 +208,5 @@ def model_plan(model: nn.Module, selector: LayerSelector = None) -> ModelPlan:
     plan = _plans.get(model)
     if plan is None or not plan.is_current(selector):
         plan = ModelPlan.build(model, selector)
-        if len(_plans) >= _MAX_CACHED:
-            _plans.clear()
-        _plans[model] = plan
+        install_plan(model, plan)
     return plan
