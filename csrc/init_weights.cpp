@@ -146,9 +146,6 @@ void init_weights_(at::TensorList uniform, at::ArrayRef<double> bounds, at::Tens
   for (size_t i = 0; i < uniform.size(); ++i) {
     TORCH_CHECK(uniform[i].scalar_type() == at::kFloat, "init_weights_: uniform[", i, "] must be float32");
   }
-  int64_t total = 0;
-  for (const at::Tensor& t : uniform) total += t.numel();
-
   MersenneStream stream(seed);
   if (device.is_cpu()) {
     for (size_t i = 0; i < uniform.size(); ++i) {
@@ -171,6 +168,8 @@ void init_weights_(at::TensorList uniform, at::ArrayRef<double> bounds, at::Tens
   // Another device: the same numbers into one pinned host buffer, one asynchronous copy, then
   // fused per-tensor copies (the caching host allocator keeps the buffer until the copy is done).
   if (!uniform.empty()) {
+    int64_t total = 0;
+    for (const at::Tensor& t : uniform) total += t.numel();
     at::Tensor staging = at::empty({total}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
     float* out = staging.data_ptr<float>();
     for (size_t i = 0; i < uniform.size(); ++i) {
