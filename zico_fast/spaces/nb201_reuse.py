@@ -36,7 +36,7 @@ class _Part:
     """A stretch of the network's module walk: its randomly initialised tensors in draw order with
     their bounds, and its plan, kept as one tuple of lists (`columns`) so a candidate concatenates
     all its parts' in one C-level pass. `used`: how many leading columns hold anything (NB201
-    leaves the last four empty everywhere; skipping them is a third of the joining)."""
+    leaves the last four empty everywhere; skipping them cuts swap + join by a fifth: RESULTS.md)."""
 
     def __init__(self, named: list[tuple[str, nn.Module]], includes_root: bool = False):
         uniform, bounds = [], []
