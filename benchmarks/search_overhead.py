@@ -117,7 +117,7 @@ def stage_medians(args, space, device, tiny, paper, model):
     reused = ReusedNB201(space, device)
     started = time.thread_time_ns()
     reused.warm_up()
-    modules = sum(len(row) * len(row[0]) for row in reused._table.values())
+    modules = sum(len(row) for row in reused._table.values())
     print(f"reused network: all {modules} cell-edge-op modules built in "
           f"{(time.thread_time_ns() - started) / 1e6:.1f} ms cpu, once per worker")
     times: dict[str, list[tuple[float, float]]] = {}

@@ -40,7 +40,7 @@ def test_reused_network_is_the_fresh_build(space, size):
     reused = ReusedNB201(space, "cpu")
     if space.N == 2:  # the small space also checks networks made of modules built ahead of use
         reused.warm_up()
-        assert all(entry is not None for row in reused._table.values() for ops in row for entry in ops)
+        assert all(entry is not None for row in reused._table.values() for entry in row)
     archs = [space.random(rng) for _ in range(6 if space.N == 2 else 3)]
     archs += [archs[0], "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", archs[1]]  # repeats, an empty cell
     for arch in archs:
@@ -97,7 +97,7 @@ def test_a_part_counts_the_columns_a_join_must_not_skip():
     norm = OwnNorm(3)
     column = 2 + JOINED_LISTS.index("other_buffers")  # after the draws' tensors and bounds
     part = _Part([("norm", norm)])
-    assert part.columns[column] == list(norm.buffers()) and part.used == column + 1
+    assert list(part.columns[column]) == list(norm.buffers()) and part.used == column + 1
     assert _Part([("relu", torch.nn.ReLU())]).used == 2 + JOINED_LISTS.index("submodules") + 1
 
 

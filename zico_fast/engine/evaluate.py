@@ -36,9 +36,9 @@ def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAUL
     candidate failed or its ZiCo is not finite; `error` then says why). `builder`: a worker's
     CandidateBuilder for this space, seed and device (default: a fresh build_seeded network)."""
     start = time.perf_counter()
-    values, error = {}, None
+    values, error, weights_seed = {}, None, init_seed(seed, space.key(arch))
     try:
-        model = builder.build(arch) if builder is not None else build_seeded(space, arch, seed, device)
+        model = builder.build(arch, weights_seed) if builder is not None else build_seeded(space, arch, seed, device)
         values = evaluate(model, batches, proxies, cost=space.cost(arch))
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
@@ -51,4 +51,4 @@ def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAUL
     score = values.get("zico") if error is None else None
     return {"score": score, "values": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
             "error": error, "seconds": round(time.perf_counter() - start, 6),
-            "init_seed": init_seed(seed, space.key(arch))}
+            "init_seed": weights_seed}

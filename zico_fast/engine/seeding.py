@@ -46,13 +46,16 @@ class CandidateBuilder:
         self.reuse = reuse and hasattr(space, "reusing_builder")
         self._reused = None
 
-    def build(self, arch: str) -> torch.nn.Module:
+    def build(self, arch: str, weights_seed: int | None = None) -> torch.nn.Module:
+        """`arch` under the seed rule; `weights_seed`: its init_seed, when the caller has it already."""
         if self.reuse and self._reused is None:
             self._reused = self.space.reusing_builder(self.device)
             self.reuse = self._reused is not None
         if not self.reuse:
             return build_seeded(self.space, arch, self.seed, self.device)
-        return self._reused.build(arch, init_seed(self.seed, self.space.key(arch)))
+        if weights_seed is None:
+            weights_seed = init_seed(self.seed, self.space.key(arch))
+        return self._reused.build(arch, weights_seed)
 
     def discard(self) -> None:
         """Forget the reused modules (after a failed candidate): the next build starts afresh."""

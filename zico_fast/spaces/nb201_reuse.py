@@ -18,7 +18,7 @@ what the scorer would build (tests/test_nb201_reuse.py checks both). It is valid
 """
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, islice
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ _EDGE_NAMES = tuple(str(edge) for edge in range(len(EDGES)))
 
 class _Part:
     """A stretch of the network's module walk: its randomly initialised tensors in draw order with
-    their bounds, and its plan, kept as one tuple of lists (`columns`) so a candidate concatenates
+    their bounds, and its plan, kept as one tuple of columns (`columns`) so a candidate concatenates
     all its parts' in one C-level pass. `used`: how many leading columns hold anything (NB201
     leaves the last four empty everywhere; skipping them cuts swap + join by a fifth: RESULTS.md)."""
 
@@ -46,8 +46,12 @@ class _Part:
                 bounds.append(value)
         plan = ModelPlan.of_part(named, None, includes_root)
         # the last two columns: the part's skipped layers (a dict, if any) and custom_train (if True)
-        self.columns = (uniform, bounds, *plan.lists(), [plan.skipped] if plan.skipped else [],
-                        [True] if plan.custom_train else [])
+        columns = (uniform, bounds, *plan.lists(), [plan.skipped] if plan.skipped else [],
+                   [True] if plan.custom_train else [])
+        # Tuples, the empty ones all the one () singleton: the join reads every column of ~100 parts
+        # per candidate, mostly from memory after the passes, and a tuple holds its items inline
+        # (one object to fetch, not a list and its array): join -25% after CPU passes (RESULTS.md).
+        self.columns = tuple(tuple(column) for column in columns)
         self.used = max((i + 1 for i, column in enumerate(self.columns) if column), default=0)
 
 
@@ -63,52 +67,56 @@ class ReusedNB201:
         # The skeleton's walk, cut where each cell's (still empty) edge list sits: a cell's ops come
         # right after its edge list in the full walk (depth first).
         edge_lists = {id(self.net.cells[i].edges): i for i in self._widths}
-        self._skeleton: list[_Part | int] = []  # parts, and cell positions where the edge ops go
-        stretch, first = [], True
+        self._skeleton: list[tuple | int] = []  # parts' columns, and cell positions where the edge ops go
+        stretch, first, parts = [], True, []
         for name, module in named_modules_fast(self.net):
             stretch.append((name, module))
             if id(module) in edge_lists:
-                self._skeleton += [_Part(stretch, includes_root=first), edge_lists[id(module)]]
+                parts.append(_Part(stretch, includes_root=first))
+                self._skeleton += [parts[-1].columns, edge_lists[id(module)]]
                 stretch, first = [], False
-        self._skeleton.append(_Part(stretch))
-        self._used = max(part.used for part in self._skeleton if isinstance(part, _Part))  # grows with _op
+        parts.append(_Part(stretch))
+        self._skeleton.append(parts[-1].columns)
+        self._used = max(part.used for part in parts)  # grows with _op
         self._edge_lists = {cell: self.net.cells[cell].edges.__dict__ for cell in self._widths}
-        # [cell][edge][op] -> (op module, its part), built on first use
-        self._table = {cell: [[None] * len(OPS) for _ in EDGES] for cell in self._widths}
+        # [cell][edge * len(OPS) + op] -> (op module, its part's columns), built on first use; one
+        # flat list per cell: a candidate's swap reads 90 entries, mostly from memory after the passes
+        self._table = {cell: [None] * (len(EDGES) * len(OPS)) for cell in self._widths}
 
     def warm_up(self) -> None:
         """Builds every (cell, edge, op) module now, as a long run ends up having (benchmarks time
         candidates against that, not against the first ones' module building)."""
         for cell, row in self._table.items():
-            for edge, modules in enumerate(row):
-                for op, entry in enumerate(modules):
-                    if entry is None:
-                        self._op(cell, edge, op)
+            for slot, entry in enumerate(row):
+                if entry is None:
+                    self._op(cell, slot)
 
-    def _op(self, cell: int, edge: int, op: int) -> tuple[nn.Module, _Part]:
+    def _op(self, cell: int, slot: int) -> tuple[nn.Module, tuple]:
+        edge, op = divmod(slot, len(OPS))
         recipes: dict = {}
         module = materialize(clone(self._op_protos[(op, self._widths[cell])], recipes), self.device, recipes, seed=0)
         prefix = f"cells.{cell}.edges.{edge}"
         named = [(prefix + ("." + name if name else ""), m) for name, m in named_modules_fast(module)]
-        self._table[cell][edge][op] = entry = (module, _Part(named))
-        self._used = max(self._used, entry[1].used)
+        part = _Part(named)
+        self._table[cell][slot] = entry = (module, part.columns)
+        self._used = max(self._used, part.used)
         return entry
 
     def build(self, arch: str, seed: int) -> nn.Module:
-        ops = tuple(enumerate(_parse(arch)))
-        parts: list[_Part] = []
+        slots = [edge * len(OPS) + op for edge, op in enumerate(_parse(arch))]
+        parts: list[tuple] = []  # the columns of each part, in walk order
         for piece in self._skeleton:
-            if isinstance(piece, _Part):
+            if isinstance(piece, tuple):
                 parts.append(piece)
                 continue
             row = self._table[piece]
-            chosen = [row[edge][op] or self._op(piece, edge, op) for edge, op in ops]
+            chosen = [row[slot] or self._op(piece, slot) for slot in slots]
             # Behind nn.Module's back (no registration hook, no plan generation): the plan is installed below.
             self._edge_lists[piece]["_modules"] = dict(zip(_EDGE_NAMES, (m for m, _ in chosen)))
-            parts += [part for _, part in chosen]
-        used = self._used
-        columns = [list(chain.from_iterable(c)) for c in zip(*(part.columns[:used] for part in parts))]
-        columns += [[] for _ in range(len(parts[0].columns) - used)]
+            parts += [columns for _, columns in chosen]
+        # zip is lazy: islice stops it after the used columns, so no part's columns are sliced
+        columns = [list(chain.from_iterable(c)) for c in islice(zip(*parts), self._used)]
+        columns += [[] for _ in range(len(parts[0]) - len(columns))]
         with torch.no_grad():  # the constants (BatchNorm's 1s and 0s) were set when the modules were made
             init_weights_(columns[0], columns[1], [], [], seed)
         install_plan(self.net, ModelPlan.joined(None, columns[2:-2], columns[-2], bool(columns[-1])))
