@@ -31,20 +31,40 @@ constexpr uint32_t kLower = 0x7fffffffu;
 // Tempering, then uniform_'s arithmetic. torch's CPU kernel computes x * (to - from) + from with a
 // fused multiply-add (its vectorised builds contract it), so this does too: with the instruction
 // where the CPU has it (compiled for it, chosen at run time), else with the exact library fmaf.
-template <bool kHardware>
+//
+// kSymmetric: from = -b, to = b, with (to - from) * 2^-24 a normal float, which every bound drawn
+// here is. Two exact shortcuts then save a fifth of the conversion's instructions (~15% of a draw):
+// - the scale: fma(k * 2^-24, range, from) == fma(k, range * 2^-24, from), since both products are
+//   exact (k < 2^24, and a power-of-two scaling of a normal float) and the fma rounds once, after
+//   the add;
+// - the guard: v == to cannot happen. The largest x is 1 - 2^-24, so the exact result is at most
+//   b - b * 2^-23 <= b - ulp(b), itself a float below b, and rounding is monotonic.
+// Anything else takes the literal path (b = 0, for one: there the guard turns +0 into from = -0).
+template <bool kHardware, bool kSymmetric>
 inline void convert_words(const uint32_t* words, float* out, int64_t k, float from, float to) {
   constexpr float kScale = 1.0f / 16777216.0f;
   const float range = to - from;
+  const float scaled_range = range * kScale;
   for (int64_t j = 0; j < k; ++j) {
     uint32_t y = words[j];
     y ^= y >> 11;
     y ^= (y << 7) & 0x9d2c5680u;
     y ^= (y << 15) & 0xefc60000u;
     y ^= y >> 18;
-    const float x = static_cast<float>(y & 0xffffffu) * kScale;
-    const float v = kHardware ? __builtin_fmaf(x, range, from) : std::fma(x, range, from);
-    out[j] = v == to ? from : v;
+    // y < 2^24 fits an int32: the signed conversion is one vector instruction, the unsigned is not
+    const float k24 = static_cast<float>(static_cast<int32_t>(y & 0xffffffu));
+    if (kSymmetric) {
+      out[j] = kHardware ? __builtin_fmaf(k24, scaled_range, from) : std::fma(k24, scaled_range, from);
+    } else {
+      const float x = k24 * kScale;
+      const float v = kHardware ? __builtin_fmaf(x, range, from) : std::fma(x, range, from);
+      out[j] = v == to ? from : v;
+    }
   }
+}
+
+inline bool is_symmetric(float from, float to) {
+  return from == -to && to > 0.0f && std::isnormal((to - from) * (1.0f / 16777216.0f));
 }
 
 inline uint32_t twist(uint32_t current, uint32_t following, uint32_t shifted) {
@@ -74,20 +94,21 @@ void next_state(uint32_t* s) {
     next_state_words(s);
   }
 }
+template <bool kSymmetric>
 __attribute__((target("avx2,fma"))) void convert_fma(const uint32_t* w, float* out, int64_t k, float from, float to) {
-  convert_words<true>(w, out, k, from, to);
+  convert_words<true, kSymmetric>(w, out, k, from, to);
 }
 void convert(const uint32_t* w, float* out, int64_t k, float from, float to) {
+  const bool symmetric = is_symmetric(from, to);
   if (has_avx2_fma()) {
-    convert_fma(w, out, k, from, to);
+    symmetric ? convert_fma<true>(w, out, k, from, to) : convert_fma<false>(w, out, k, from, to);
   } else {
-    convert_words<false>(w, out, k, from, to);
+    symmetric ? convert_words<false, true>(w, out, k, from, to) : convert_words<false, false>(w, out, k, from, to);
   }
 }
 #else
-void next_state(uint32_t* s) { next_state_words(s); }
-void convert(const uint32_t* w, float* out, int64_t k, float from, float to) {
-  convert_words<false>(w, out, k, from, to);  // std::fma is an instruction on aarch64
+void convert(const uint32_t* w, float* out, int64_t k, float from, float to) {  // std::fma is an instruction on aarch64
+  is_symmetric(from, to) ? convert_words<false, true>(w, out, k, from, to) : convert_words<false, false>(w, out, k, from, to);
 }
 #endif
 

@@ -144,8 +144,9 @@ def test_default_device_context_does_not_move_the_draws():
 
 def test_native_draws_are_uniform_s_bits():
     """init_weights_ against Tensor.uniform_ after torch.manual_seed, on fresh random lists: sizes
-    around the generator's 624-word blocks, seeds above 2**32 (torch keeps the low 32 bits), float
-    and int64 constants, and the global generator left as it was."""
+    around the generator's 624-word blocks, seeds above 2**32 (torch keeps the low 32 bits), bounds
+    on both conversion paths (csrc/init_weights.cpp), float and int64 constants, and the global
+    generator left as it was."""
     from zico_fast._ops import init_weights_
 
     rng = torch.Generator().manual_seed(1234)
@@ -154,13 +155,16 @@ def test_native_draws_are_uniform_s_bits():
         sizes = [int(s) for s in torch.randint(1, 3000, (int(torch.randint(1, 7, (), generator=rng)),), generator=rng)]
         sizes[0] = [623, 624, 625, 1, 36864][_ % 5]
         bounds = (torch.rand(len(sizes), generator=rng, dtype=torch.float64) * 2 + 1e-4).tolist()
+        # the conversion's literal path (0: the guard makes -0s; tiny: a subnormal scale), powers of two
+        bounds[-1] = [0.0, 2.0**-110, 1.0, 0.5, 1e30][_ % 5] if _ % 2 else bounds[-1]
         torch.manual_seed(seed)
         expected = [torch.empty(n).uniform_(-b, b) for n, b in zip(sizes, bounds)]
         state = torch.get_rng_state()
         out = [torch.full((n,), float("nan")) for n in sizes]
         constants = [torch.empty(3), torch.empty(2, 2), torch.empty((), dtype=torch.long)]
         init_weights_(out, bounds, constants, [1.0, 0.0, 0.0], seed)
-        assert all(torch.equal(a, b) for a, b in zip(out, expected))
+        # bitwise: torch.equal would take -0.0 for +0.0
+        assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(out, expected))
         assert torch.equal(torch.get_rng_state(), state)
         assert constants[0].eq(1).all() and constants[1].eq(0).all() and constants[2].item() == 0
     with pytest.raises(RuntimeError, match="must be contiguous"):
