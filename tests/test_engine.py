@@ -99,15 +99,19 @@ def test_seed_rule_depends_on_seed_and_key_only():
 
 @pytest.mark.slow
 def test_a_native_crash_fails_its_candidate_alone(batches):
+    """The worker holds the next task in its pipe when it crashes (tasks are sent ahead): that task
+    must be scored by the replacement, once, and only the crashing one fails."""
     space = CrashingSpace()
     archs = [space.arch_from_index(i) for i in (1, 3, 2, 6, 4)]  # 3 and 6 crash
     config = WorkerConfig(space, [batches], "cpu", 1, 0)
     backend = ProcessBackend(1)
     backend.start(config)
     try:
-        got = {task.id: rec for task, rec in backend.run([Task(i, a) for i, a in enumerate(archs)])}
+        answers = [(task.id, rec) for task, rec in backend.run([Task(i, a) for i, a in enumerate(archs)])]
     finally:
         backend.close()
+    assert sorted(i for i, _ in answers) == list(range(len(archs)))  # each task answered exactly once
+    got = dict(answers)
     assert backend.respawned == 2
     for i, arch in enumerate(archs):
         if space.crashes(arch):
