@@ -6,7 +6,8 @@
 #      (without -x), and compute-sanitizer memcheck (caching allocator off), initcheck and synccheck
 #      on benchmarks/sanitizer_case.py;
 #   3. timings, one at a time on the idle GPU: update bandwidth vs copy, end-to-end overhead on
-#      NB201 at batch 128, benchmarks/overhead.py when present, candidates/s;
+#      NB201 at batch 128, benchmarks/overhead.py when present, candidates/s, workers per GPU,
+#      the search loop's overhead;
 #   4. Nsight Compute on the statistics kernels inside the NVTX ranges of a scoring run.
 # Every step has a time limit, clipped to what is left of BUDGET_S (default 340 s), so one hang
 # cannot eat the call; a step that no longer fits is skipped and says so. Everything goes under
@@ -80,6 +81,9 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
   fi
   step candidates 60 "$PY" benchmarks/candidates_per_second.py --device cuda --candidates 25 \
     --out "$OUT/candidates.json"
+  # Many candidates on one GPU: workers 1, 2, 4 side by side (and 1 worker without tasks sent ahead).
+  step workers 50 "$PY" benchmarks/worker_throughput.py --device cuda --workers 1,2,4 --candidates 32 --rounds 1 \
+    --out "$OUT/workers.json"
   step search_overhead 45 "$PY" benchmarks/search_overhead.py --device cuda --rounds 10 --paper-rounds 10 \
     --search-iterations 120
 
@@ -105,6 +109,7 @@ fi
   done
   [[ -f "$OUT/overhead.log" ]] && tail -n 20 "$OUT/overhead.log"
   [[ -f "$OUT/candidates.log" ]] && tail -n 6 "$OUT/candidates.log"
+  [[ -f "$OUT/workers.log" ]] && tail -n 8 "$OUT/workers.log"
   [[ -f "$OUT/search_overhead.log" ]] && tail -n 8 "$OUT/search_overhead.log"
   [[ -f "$OUT/ncu_details.txt" ]] && grep -E '^  [a-z_:<>0-9, ]+\(|DRAM Throughput|Memory Throughput|Duration' "$OUT/ncu_details.txt" | head -n 40
 } >"$OUT/summary.txt" 2>&1
