@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,6 +49,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
+    # some random cells score 0 (ZeroSpreadWarning) at any batch size; expected here, in every process
+    warnings.simplefilter("ignore", UserWarning)
+    os.environ["PYTHONWARNINGS"] = "ignore::UserWarning"  # read by the spawned workers at start-up
     device = torch.device(args.device)
     batch_size = args.batch_size or (128 if device.type == "cuda" else 8)
     space = NB201Space()
