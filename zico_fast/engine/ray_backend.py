@@ -21,6 +21,7 @@ from zico_fast.engine.pool import PoolError, WorkerConfig, failed_record, prepar
 from zico_fast.errors import ZiCoUserError
 
 ATTEMPTS = 2  # actor deaths a candidate may cause before it is recorded as failed
+AHEAD = 1  # calls queued on an actor beyond the one it runs
 START_TIMEOUT_S = 300.0  # actors must be up by then (a cluster without room for them never schedules them)
 
 
@@ -132,15 +133,24 @@ class RayBackend:
         return dict(self._info)
 
     def run(self, tasks):
+        """As ProcessBackend.run: each actor holds the call it runs and AHEAD more, so its next
+        candidate does not wait for the driver (an actor call's round trip is ~1.3 ms: RESULTS.md).
+        An actor runs its calls in the order they were made, so its oldest call finishes first, and
+        when it dies, its oldest is the candidate it died in: only that one counts the death; the
+        calls queued behind it never ran and go back to the front of the queue."""
         ray = _ray()
-        todo, in_flight = collections.deque(tasks), {}  # in_flight: object ref -> (actor slot, task)
-        idle, deaths = list(range(len(self._actors))), collections.Counter()
-        while todo or in_flight:
-            while todo and idle:
-                slot, task = idle.pop(), todo.popleft()
-                in_flight[self._actors[slot].score.remote(task)] = (slot, task)
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-            slot, task = in_flight.pop(ref)
+        todo, deaths = collections.deque(tasks), collections.Counter()
+        sent = {slot: collections.deque() for slot in range(len(self._actors))}  # (ref, task), oldest first
+        while todo or any(sent.values()):
+            for depth in range(AHEAD + 1):  # one call to every idle actor first, then ahead
+                for slot, queue in sent.items():
+                    if todo and len(queue) == depth and (depth == 0 or len(todo) >= len(sent)):
+                        task = todo.popleft()
+                        queue.append((self._actors[slot].score.remote(task), task))
+            owner = {ref: slot for slot, queue in sent.items() for ref, _ in queue}
+            (ready,), _ = ray.wait(list(owner), num_returns=1)
+            slot = owner[ready]
+            ref, task = sent[slot].popleft()  # done too, if a later call of this actor is
             try:
                 record = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
@@ -149,14 +159,14 @@ class RayBackend:
                 self._actors[slot] = self._actor_class.remote(self._config_ref)
                 self.respawned += 1
                 deaths[task.id] += 1
+                todo.extendleft(reversed([queued for _, queued in sent[slot]]))
+                sent[slot].clear()
                 if deaths[task.id] < ATTEMPTS:
                     todo.appendleft(task)
-                    idle.append(slot)
                     continue
                 reason = str(exc).strip().splitlines()[0][:200]
                 record = failed_record(self.config, task,
                                        f"the scoring actor died {ATTEMPTS} times inside this candidate ({reason})")
-            idle.append(slot)
             yield task, record
 
     def close(self) -> None:
