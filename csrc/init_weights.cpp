@@ -39,7 +39,7 @@ constexpr uint32_t kLower = 0x7fffffffu;
 //   the add;
 // - the guard: v == to cannot happen. The largest x is 1 - 2^-24, so the exact result is at most
 //   b - b * 2^-23 <= b - ulp(b), itself a float below b, and rounding is monotonic.
-// Anything else takes the literal path (b = 0, for one: there the guard turns +0 into from = -0).
+// Anything else takes the literal path (b = 0, for one: there torch 2.13's guard turns +0 into from = -0).
 template <bool kHardware, bool kSymmetric>
 inline void convert_words(const uint32_t* words, float* out, int64_t k, float from, float to) {
   constexpr float kScale = 1.0f / 16777216.0f;
