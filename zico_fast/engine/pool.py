@@ -149,13 +149,15 @@ def _death(process) -> str:
 
 
 class ProcessBackend:
-    """`workers` spawned processes, one candidate at a time each. A worker that dies inside a
-    candidate (a segfault, an abort, the OOM killer) fails that candidate alone: it is recorded
-    with the cause and a fresh worker takes the dead one's place."""
+    """`workers` spawned processes, each scoring one candidate at a time while `ahead` more wait in
+    its pipe. A worker that dies inside a candidate (a segfault, an abort, the OOM killer) fails
+    that candidate alone: it is recorded with the cause and a fresh worker takes the dead one's place."""
 
     def __init__(self, workers: int = 1, ahead: int = 1):
         if not isinstance(workers, int) or workers < 1:
             raise ZiCoUserError(f"workers must be a positive integer, got {workers!r}")
+        if not isinstance(ahead, int) or ahead < 0:
+            raise ZiCoUserError(f"ahead must be a non-negative integer, got {ahead!r}")
         self.workers, self._procs, self.respawned = workers, [], 0
         self.ahead = ahead  # tasks in a worker's pipe beyond the one it scores (see run)
 

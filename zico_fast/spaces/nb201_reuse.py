@@ -50,7 +50,7 @@ class _Part:
                    [True] if plan.custom_train else [])
         # Tuples, the empty ones all the one () singleton: the join reads every column of ~100 parts
         # per candidate, mostly from memory after the passes, and a tuple holds its items inline
-        # (one object to fetch, not a list and its array): join -25% after CPU passes (RESULTS.md).
+        # (one object to fetch, not a list and its array): the build after CPU passes -16% (RESULTS.md).
         self.columns = tuple(tuple(column) for column in columns)
         self.used = max((i + 1 for i, column in enumerate(self.columns) if column), default=0)
 
