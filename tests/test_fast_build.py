@@ -155,8 +155,8 @@ def test_native_draws_are_uniform_s_bits():
         sizes = [int(s) for s in torch.randint(1, 3000, (int(torch.randint(1, 7, (), generator=rng)),), generator=rng)]
         sizes[0] = [623, 624, 625, 1, 36864][_ % 5]
         bounds = (torch.rand(len(sizes), generator=rng, dtype=torch.float64) * 2 + 1e-4).tolist()
-        # the conversion's literal path (0; tiny: a subnormal scale; 1e30), powers of two
-        bounds[-1] = [0.0, 2.0**-110, 1.0, 0.5, 1e30][_ % 5] if _ % 2 else bounds[-1]
+        # the conversion's literal path (0; 3e-33, whose scaled range is subnormal and would round; 1e30), powers of two
+        bounds[-1] = [0.0, 3e-33, 1.0, 0.5, 1e30][_ % 5] if _ % 2 else bounds[-1]
         torch.manual_seed(seed)
         expected = [torch.empty(n).uniform_(-b, b) for n, b in zip(sizes, bounds)]
         state = torch.get_rng_state()
