@@ -107,6 +107,7 @@ void convert(const uint32_t* w, float* out, int64_t k, float from, float to) {
   }
 }
 #else
+void next_state(uint32_t* s) { next_state_words(s); }
 void convert(const uint32_t* w, float* out, int64_t k, float from, float to) {  // std::fma is an instruction on aarch64
   is_symmetric(from, to) ? convert_words<false, true>(w, out, k, from, to) : convert_words<false, false>(w, out, k, from, to);
 }
