@@ -96,6 +96,17 @@ def score_task(config: WorkerConfig, state: WorkerState, task: Task) -> dict:
                            config.proxies, state.builder)
 
 
+def send_order(queues: dict, todo, ahead: int):
+    """The workers that get the next waiting task, one per step: every idle worker first, then up to
+    `ahead` more each, but only while at least as many tasks wait as there are workers, so no worker
+    holds back the last ones from an idle one. `queues`: each worker's tasks in flight; both they
+    and `todo` are read afresh at each step, so the caller sends in between."""
+    for depth in range(ahead + 1):
+        for worker, queue in queues.items():
+            if todo and len(queue) == depth and (depth == 0 or len(todo) >= len(queues)):
+                yield worker
+
+
 class InProcessBackend:
     """Scores in the calling process: no start-up cost, but a native crash ends the run."""
 
@@ -195,15 +206,12 @@ class ProcessBackend:
     def run(self, tasks):
         """Each worker holds the task it scores and `ahead` more, already in its pipe, so it goes
         on without waiting for this process (the round trip cost a worker ~0.7 ms per candidate:
-        benchmarks/RESULTS.md). A task is sent ahead only while at least as many wait as there are
-        workers, so no worker holds back the last ones from an idle one."""
+        benchmarks/RESULTS.md); send_order decides who gets the next one."""
         todo = list(reversed(tasks))
         sent: dict[int, deque] = {w: deque() for w in range(len(self._procs))}  # oldest: the one it scores
         while todo or any(sent.values()):
-            for depth in range(self.ahead + 1):  # one task to every idle worker first, then ahead
-                for w, queue in sent.items():
-                    if todo and len(queue) == depth and (depth == 0 or len(todo) >= len(sent)):
-                        self._send(w, queue, todo)
+            for w in send_order(sent, todo, self.ahead):
+                self._send(w, sent[w], todo)
             by_handle = {}
             for w, queue in sent.items():
                 if queue:

@@ -17,7 +17,8 @@ import socket
 
 import torch
 
-from zico_fast.engine.pool import PoolError, WorkerConfig, failed_record, prepare_worker_process, score_task
+from zico_fast.engine.pool import (PoolError, WorkerConfig, failed_record, prepare_worker_process, score_task,
+                                   send_order)
 from zico_fast.errors import ZiCoUserError
 
 ATTEMPTS = 2  # actor deaths a candidate may cause before it is recorded as failed
@@ -142,11 +143,9 @@ class RayBackend:
         todo, deaths = collections.deque(tasks), collections.Counter()
         sent = {slot: collections.deque() for slot in range(len(self._actors))}  # (ref, task), oldest first
         while todo or any(sent.values()):
-            for depth in range(AHEAD + 1):  # one call to every idle actor first, then ahead
-                for slot, queue in sent.items():
-                    if todo and len(queue) == depth and (depth == 0 or len(todo) >= len(sent)):
-                        task = todo.popleft()
-                        queue.append((self._actors[slot].score.remote(task), task))
+            for slot in send_order(sent, todo, AHEAD):
+                task = todo.popleft()
+                sent[slot].append((self._actors[slot].score.remote(task), task))
             owner = {ref: slot for slot, queue in sent.items() for ref, _ in queue}
             (ready,), _ = ray.wait(list(owner), num_returns=1)
             slot = owner[ready]
