@@ -6,7 +6,7 @@ processes (one worker with tasks sent one at a time or ahead, and more workers o
 Every backend scores the same random NB201 candidates the way search and correlate do (each worker's
 reused network, then zico_score) on the same batches. The backends are started once (start-up timed
 apart), warmed by one untimed round, then take turns round after round, so a drifting machine slows
-them alike. Scores are compared bit for bit across backends. Per backend:
+them alike. Scores are compared bit for bit across backends and rounds. Per backend:
   candidates/s    candidates over the wall time of its rounds;
   outside         per candidate, the wall time x workers minus the workers' own seconds in
                   score_candidate: what a worker spends waiting for the run (round trips, the
@@ -64,7 +64,7 @@ def main() -> None:
     made, startup = backends([int(w) for w in args.workers.split(",")]), {}
     wall = {name: 0.0 for name in made}
     inside = {name: 0.0 for name in made}
-    scores: dict[str, dict[int, float]] = {}
+    reference, same = None, {}  # the in-process scores (its backend runs first); every round is compared
     try:
         for name, backend in made.items():
             started = time.perf_counter()
@@ -75,7 +75,9 @@ def main() -> None:
                 started = time.perf_counter()
                 records = dict(backend.run(tasks))
                 elapsed = time.perf_counter() - started
-                scores.setdefault(name, {t.id: r["score"] for t, r in records.items()})
+                scores = {t.id: r["score"] for t, r in records.items()}
+                reference = reference or scores
+                same[name] = same.get(name, True) and scores == reference
                 if round_:
                     wall[name] += elapsed
                     inside[name] += sum(r["seconds"] for r in records.values())
@@ -83,8 +85,6 @@ def main() -> None:
         for backend in made.values():
             backend.close()
 
-    reference = scores["in-process"]
-    same = {name: got == reference for name, got in scores.items()}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({args.threads} thread per worker)"
     n = len(tasks) * args.rounds
     print(f"{where}; torch {torch.__version__}; {len(tasks)} random NB201 candidates x {args.rounds} rounds, "
