@@ -97,7 +97,7 @@ def extension():
         raise RuntimeError(f"ZICO_FAST_BUILD must be auto, cpu or cuda, not {mode!r}")
     toolkit, problems = find_toolkit(guessed=cpp_extension.CUDA_HOME)
     with_cuda = want_cuda(mode, torch.version.cuda, toolkit, problems)
-    sources = [str(CSRC / "ops.cpp"), str(CSRC / "init_weights.cpp"), str(CSRC / "cpu" / "zico_stats_cpu.cpp")]
+    sources = [str(CSRC / name) for name in ("ops.cpp", "init_weights.cpp", "plan_join.cpp", "cpu/zico_stats_cpu.cpp")]
     include_dirs = []
     macros = []
     if toolkit is not None and (toolkit / "include" / "nvtx3" / "nvToolsExt.h").is_file():

@@ -34,9 +34,14 @@ TORCH_LIBRARY(zico_fast, m) {
   m.def("init_weights_(Tensor(a!)[] uniform, float[] bounds, Tensor(b!)[] constant, float[] values, int seed) -> ()");
 }
 
-// NOTE: [Empty module]
-// The ops live in the dispatcher, not in this module; importing it only loads the library.
+namespace zico_fast {
+PyMethodDef* plan_join_methods();  // csrc/plan_join.cpp
+}
+
+// NOTE: [Module]
+// The ops live in the dispatcher, not in this module; importing it loads the library. The module's
+// one function, join_plan, works on Python objects rather than tensors (csrc/plan_join.cpp).
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, zico_fast::plan_join_methods()};
   return PyModule_Create(&module_def);
 }
