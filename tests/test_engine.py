@@ -97,6 +97,18 @@ def test_seed_rule_depends_on_seed_and_key_only():
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_a_task_carries_its_init_seed(batches):
+    """A task's init_seed (the run computes it) is the one its network is drawn from; without it the
+    worker applies the seed rule itself, to the same bits."""
+    arch = SPACE.arch_from_index(4321)
+    backend = InProcessBackend()
+    backend.start(WorkerConfig(SPACE, [batches], "cpu", 1, 5))
+    rule = init_seed(5, SPACE.key(arch))
+    without, given, other = (next(backend.run([Task(0, arch, init_seed=s)]))[1] for s in (None, rule, rule ^ 1))
+    assert without["init_seed"] == given["init_seed"] == rule and without["score"] == given["score"] is not None
+    assert other["init_seed"] == rule ^ 1 and other["score"] != given["score"]
+
+
 @pytest.mark.slow
 def test_a_native_crash_fails_its_candidate_alone(batches):
     """The worker holds the next task in its pipe when it crashes (tasks are sent ahead): that task

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from zico_fast.data import make_batches
-from zico_fast.engine import InProcessBackend
+from zico_fast.engine import InProcessBackend, init_seed
 from zico_fast.errors import ZiCoUserError
 from zico_fast.reporting import write_search_outputs
 from zico_fast.search import SearchError, search
@@ -129,6 +129,8 @@ def test_identical_candidates_are_scored_once(batches, tmp_path):
             first[r["arch"]] = r
         else:
             assert first[r["arch"]]["id"] == r["cached_from"] and first[r["arch"]]["score"] == r["score"]
+    # scored or cached, each record's weights seed is the seed rule's (the search hands it to the worker)
+    assert all(r["init_seed"] == init_seed(3, space.key(r["arch"])) for r in logged)
 
 
 def test_failing_candidates_are_recorded_not_fatal(batches, tmp_path):

@@ -181,7 +181,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
             fresh, known = {}, set(state.cache)
             for i, arch, _, _ in children:
                 if i >= len(logged) and arch not in known:
-                    fresh[arch] = Task(i, arch)
+                    fresh[arch] = Task(i, arch, init_seed=init_seed(seed, space.key(arch)))
                 known.add(arch)
             if fresh and not started:
                 backend.start(WorkerConfig(space, [[(x.cpu(), y.cpu()) for x, y in batches]], str(device),

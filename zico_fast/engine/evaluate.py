@@ -31,12 +31,15 @@ def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=N
 
 
 def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAULT_PROXIES,
-                    builder: CandidateBuilder | None = None) -> dict:
+                    builder: CandidateBuilder | None = None, weights_seed: int | None = None) -> dict:
     """{"score", "values", "error", "seconds", "init_seed"} of `arch`: `score` is ZiCo (None when the
     candidate failed or its ZiCo is not finite; `error` then says why). `builder`: a worker's
-    CandidateBuilder for this space, seed and device (default: a fresh build_seeded network)."""
+    CandidateBuilder for this space, seed and device (default: a fresh build_seeded network).
+    `weights_seed`: init_seed(seed, space.key(arch)), when the caller has it already."""
     start = time.perf_counter()
-    values, error, weights_seed = {}, None, init_seed(seed, space.key(arch))
+    values, error = {}, None
+    if weights_seed is None:
+        weights_seed = init_seed(seed, space.key(arch))
     try:
         model = builder.build(arch, weights_seed) if builder is not None else build_seeded(space, arch, seed, device)
         values = evaluate(model, batches, proxies, cost=space.cost(arch))

@@ -35,6 +35,9 @@ class Task:
     id: int  # the candidate's position in the run (search iteration, correlate row x repeat)
     arch: str
     batch_set: int = 0  # which of the config's batch sets to score on
+    # The seed rule's init_seed for arch, when the run computes it (search does, for a whole generation
+    # at once: a worker hashing it between two candidates' passes spends ~10x the time on cache misses)
+    init_seed: int | None = None
 
 
 @dataclass
@@ -93,7 +96,7 @@ def prepare_worker_process(config: WorkerConfig) -> WorkerState:
 
 def score_task(config: WorkerConfig, state: WorkerState, task: Task) -> dict:
     return score_candidate(config.space, task.arch, state.batch_sets[task.batch_set], config.seed, config.device,
-                           config.proxies, state.builder)
+                           config.proxies, state.builder, task.init_seed)
 
 
 def send_order(queues: dict, todo, ahead: int):
