@@ -23,6 +23,7 @@ from zico_fast.engine.evaluate import DEFAULT_PROXIES
 from zico_fast.engine.pool import Task, WorkerConfig, describe, make_backend
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
 from zico_fast.engine.run_log import RunLog, RunLogError, read_run_log, settings_changes
+from zico_fast.engine.seeding import init_seed
 from zico_fast.errors import ZiCoUserError
 from zico_fast.ranking import rank_correlations, stability_summary, warn_if_few
 from zico_fast.truth import BUNDLED_TRUTH, DEFAULT_TRUTH_COLUMN, Truth, load_truth, sample_rows
@@ -66,7 +67,9 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, tru
         return _report_logged(table, rows, space, settings, log_path)
     log = RunLog(log_path, "correlate", required=("id", "arch", "score"))
     logged = log.open(settings)
-    tasks = [Task(rep * len(rows) + pos, row.arch, rep) for rep in range(len(batch_sets)) for pos, row in enumerate(rows)]
+    seeds = {row.arch: init_seed(seed, space.key(row.arch)) for row in rows}  # hashed here, warm (see Task)
+    tasks = [Task(rep * len(rows) + pos, row.arch, rep, seeds[row.arch])
+             for rep in range(len(batch_sets)) for pos, row in enumerate(rows)]
     if [r["id"] for r in logged] != list(range(len(logged))):
         log.close()
         raise RunLogError(f"{log_path} has missing or repeated records; it cannot be resumed")
