@@ -89,30 +89,30 @@ class ReusedNB201:
     def warm_up(self) -> None:
         """Builds every (cell, edge, op) module now, as a long run ends up having (benchmarks time
         candidates against that, not against the first ones' module building)."""
+        self._build_ops(range(len(EDGES) * len(OPS)))
+
+    def _build_ops(self, slots) -> None:
+        """Builds every cell's ops at `slots` that are not built yet."""
         for cell, row in self._table.items():
-            for slot, entry in enumerate(row):
-                if entry is None:
+            for slot in slots:
+                if row[slot] is None:
                     self._op(cell, slot)
 
-    def _op(self, cell: int, slot: int) -> tuple[nn.Module, tuple]:
+    def _op(self, cell: int, slot: int) -> None:
         edge, op = divmod(slot, len(OPS))
         recipes: dict = {}
         module = materialize(clone(self._op_protos[(op, self._widths[cell])], recipes), self.device, recipes, seed=0)
         prefix = f"cells.{cell}.edges.{edge}"
         named = [(prefix + ("." + name if name else ""), m) for name, m in named_modules_fast(module)]
         part = _Part(named)
-        self._table[cell][slot] = entry = (module, part.columns)
+        self._table[cell][slot] = (module, part.columns)
         self._used = max(self._used, part.used)
-        return entry
 
     def build(self, arch: str, seed: int) -> nn.Module:
         slots = tuple(edge * len(OPS) + op for edge, op in enumerate(_parse(arch)))
         joined = join_plan(self._walk, slots, self._used)
         if joined is None:  # some chosen op is not built yet
-            for cell, row in self._table.items():
-                for slot in slots:
-                    if row[slot] is None:
-                        self._op(cell, slot)
+            self._build_ops(slots)
             joined = join_plan(self._walk, slots, self._used)
         columns, cell_ops = joined
         for edges, ops in zip(self._cell_edges, cell_ops):
