@@ -10,45 +10,48 @@
 #      the search loop's overhead;
 #   4. Nsight Compute on the statistics kernels inside the NVTX ranges of a scoring run.
 # Every step has a time limit, clipped to what is left of BUDGET_S (default 340 s), so one hang
-# cannot eat the call; a step that no longer fits is skipped and says so. Everything goes under
-# $OUT (default ./gpu_out): one log per step, steps.txt, benchmark JSON, the ncu report, and
-# summary.txt with the figures. Exit status: the number of failed steps.
+# cannot eat the call; a step that no longer fits is skipped and says so. $OUT (default ./gpu_out)
+# ends up holding two files, because the device tool brings back at most 8 files from $OUT:
+# summary.txt (machine, step verdicts, the figures) and gpu_check_logs.tar.gz (one log per step,
+# steps.txt, benchmark JSON, the junit XML and the ncu report, staged in $OUT/logs until packed).
+# Exit status: the number of failed steps.
 #   OUT=/path bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
-mkdir -p "$OUT"
+LOGS=$OUT/logs
+mkdir -p "$LOGS"
 PY=${PYTHON:-python3}
 deadline=$((SECONDS + ${BUDGET_S:-340}))
-: >"$OUT/steps.txt"
+: >"$LOGS/steps.txt"
 
-step() {  # step NAME SECONDS COMMAND...: COMMAND under a time limit, output in $OUT/NAME.log
+step() {  # step NAME SECONDS COMMAND...: COMMAND under a time limit, output in $LOGS/NAME.log
   local name=$1 limit=$2
   shift 2
   local left=$((deadline - SECONDS - 15))  # 15 s stay for the summary
   if ((left < 20)); then
-    echo "$name: SKIPPED (budget spent)" >>"$OUT/steps.txt"
+    echo "$name: SKIPPED (budget spent)" >>"$LOGS/steps.txt"
     return 0
   fi
   ((limit > left)) && limit=$left
   local start=$SECONDS
-  timeout -k 5 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   local verdict=ok
   ((rc == 124 || rc == 137)) && verdict=TIMEOUT
   ((rc != 0 && rc != 124 && rc != 137)) && verdict=FAILED
-  echo "$name: $verdict rc=$rc in $((SECONDS - start)) s (limit $limit s)" >>"$OUT/steps.txt"
+  echo "$name: $verdict rc=$rc in $((SECONDS - start)) s (limit $limit s)" >>"$LOGS/steps.txt"
   return "$rc"
 }
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-} >"$OUT/machine.txt" 2>&1
+} >"$LOGS/machine.txt" 2>&1
 
 export CUDA_HOME="${CUDA_HOME:-$(bash scripts/cuda_home.sh)}"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0+PTX} MAX_JOBS=${MAX_JOBS:-16} ZICO_FAST_BUILD=cuda
-echo "CUDA_HOME=$CUDA_HOME ($("$CUDA_HOME/bin/nvcc" --version 2>&1 | tail -n 1))" >>"$OUT/machine.txt"
+echo "CUDA_HOME=$CUDA_HOME ($("$CUDA_HOME/bin/nvcc" --version 2>&1 | tail -n 1))" >>"$LOGS/machine.txt"
 
 # 1. Build (measured: ~120 s on 2 busy CPU cores; one nvcc job dominates, so ~60-90 s here).
 if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index -e . &&
@@ -58,7 +61,7 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
   sanitize=(env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --error-exitcode 1 --tool)
   step tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_kernels.py tests/test_fast_build.py \
     tests/test_nb201_reuse.py::test_reused_network_on_cuda_has_the_cpu_bits -q -p no:cacheprovider -rfEs \
-    --junitxml="$OUT/tests.xml" &
+    --junitxml="$LOGS/tests.xml" &
   step sanitizer_memcheck 150 "${sanitize[@]}" memcheck "$PY" benchmarks/sanitizer_case.py &
   step sanitizer_initcheck 150 "${sanitize[@]}" initcheck "$PY" benchmarks/sanitizer_case.py &
   step sanitizer_synccheck 150 "${sanitize[@]}" synccheck "$PY" benchmarks/sanitizer_case.py &
@@ -66,53 +69,55 @@ if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index
 
   # 3. Timings, one at a time.
   step bandwidth 60 "$PY" -m pytest benchmarks/test_bandwidth.py --benchmark-only -q -p no:cacheprovider \
-    -k cuda --benchmark-json="$OUT/bandwidth.json"
+    -k cuda --benchmark-json="$LOGS/bandwidth.json"
   # The GPU goals' case: NB201 (1.5M), batch 128, N = 2, every scorer beside the bare passes.
   end_to_end=()
   for runner in bare zico_score zico_score_norestore reference authors; do
     end_to_end+=("benchmarks/test_end_to_end.py::test_end_to_end[cuda-nb201-1.5M-2-$runner]")
   done
   step end_to_end 60 "$PY" -m pytest "${end_to_end[@]}" --benchmark-only -q -p no:cacheprovider \
-    --benchmark-json="$OUT/end_to_end.json"
+    --benchmark-json="$LOGS/end_to_end.json"
   if [[ -f benchmarks/overhead.py ]]; then
     overhead_args=(--rounds 30)
     "$PY" benchmarks/overhead.py --help 2>/dev/null | grep -q -- "--device" && overhead_args+=(--device cuda)
     step overhead 45 "$PY" benchmarks/overhead.py "${overhead_args[@]}"
   fi
   step candidates 60 "$PY" benchmarks/candidates_per_second.py --device cuda --candidates 25 \
-    --out "$OUT/candidates.json"
+    --out "$LOGS/candidates.json"
   # Many candidates on one GPU: workers 1, 2, 4 side by side (and 1 worker without tasks sent ahead).
   step workers 50 "$PY" benchmarks/worker_throughput.py --device cuda --workers 1,2,4 --candidates 32 --rounds 1 \
-    --out "$OUT/workers.json"
+    --out "$LOGS/workers.json"
   step search_overhead 45 "$PY" benchmarks/search_overhead.py --device cuda --rounds 10 --paper-rounds 10 \
     --search-iterations 120
 
   # 4. Nsight Compute: DRAM throughput of the fused kernels of a real run (-lineinfo is on).
   step ncu 75 ncu --nvtx --nvtx-include "zico/statistics/" --nvtx-include "zico/finalize/" \
     --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis --launch-count 8 \
-    -f -o "$OUT/zico_kernels" "$PY" benchmarks/profile.py --model resnet18-11M --device cuda --batches 8 --candidates 1
-  [[ -f "$OUT/zico_kernels.ncu-rep" ]] && timeout 30 ncu --import "$OUT/zico_kernels.ncu-rep" --page details \
-    >"$OUT/ncu_details.txt" 2>&1
+    -f -o "$LOGS/zico_kernels" "$PY" benchmarks/profile.py --model resnet18-11M --device cuda --batches 8 --candidates 1
+  [[ -f "$LOGS/zico_kernels.ncu-rep" ]] && timeout 30 ncu --import "$LOGS/zico_kernels.ncu-rep" --page details \
+    >"$LOGS/ncu_details.txt" 2>&1
 fi
 
 # Summary: step verdicts, then the figures each step printed.
 {
-  cat "$OUT/machine.txt"
+  cat "$LOGS/machine.txt"
   echo
-  cat "$OUT/steps.txt"
+  cat "$LOGS/steps.txt"
   echo
   for name in tests sanitizer_memcheck sanitizer_initcheck sanitizer_synccheck; do
-    [[ -f "$OUT/$name.log" ]] && echo "$name: $(grep -E 'passed|failed|ERROR SUMMARY|mismatches' "$OUT/$name.log" | tail -n 2 | tr '\n' ' ')"
+    [[ -f "$LOGS/$name.log" ]] && echo "$name: $(grep -E 'passed|failed|ERROR SUMMARY|mismatches' "$LOGS/$name.log" | tail -n 2 | tr '\n' ' ')"
   done
   for name in bandwidth end_to_end; do
-    [[ -f "$OUT/$name.log" ]] && sed -n '/^ratios/,$p' "$OUT/$name.log"
+    [[ -f "$LOGS/$name.log" ]] && sed -n '/^ratios/,$p' "$LOGS/$name.log"
   done
-  [[ -f "$OUT/overhead.log" ]] && tail -n 20 "$OUT/overhead.log"
-  [[ -f "$OUT/candidates.log" ]] && tail -n 6 "$OUT/candidates.log"
-  [[ -f "$OUT/workers.log" ]] && tail -n 8 "$OUT/workers.log"
-  [[ -f "$OUT/search_overhead.log" ]] && tail -n 8 "$OUT/search_overhead.log"
-  [[ -f "$OUT/ncu_details.txt" ]] && grep -E '^  [a-z_:<>0-9, ]+\(|DRAM Throughput|Memory Throughput|Duration' "$OUT/ncu_details.txt" | head -n 40
+  [[ -f "$LOGS/overhead.log" ]] && tail -n 20 "$LOGS/overhead.log"
+  [[ -f "$LOGS/candidates.log" ]] && tail -n 6 "$LOGS/candidates.log"
+  [[ -f "$LOGS/workers.log" ]] && tail -n 8 "$LOGS/workers.log"
+  [[ -f "$LOGS/search_overhead.log" ]] && tail -n 8 "$LOGS/search_overhead.log"
+  [[ -f "$LOGS/ncu_details.txt" ]] && grep -E '^  [a-z_:<>0-9, ]+\(|DRAM Throughput|Memory Throughput|Duration' "$LOGS/ncu_details.txt" | head -n 40
 } >"$OUT/summary.txt" 2>&1
-failed=$(grep -c -E ': (FAILED|TIMEOUT)' "$OUT/steps.txt")
+failed=$(grep -c -E ': (FAILED|TIMEOUT)' "$LOGS/steps.txt")
 echo "failed or timed-out steps: $failed" | tee -a "$OUT/summary.txt"
+# Pack the staged files into one archive (the logs folder goes only once the archive is whole).
+tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" . && rm -rf "$LOGS"
 exit "$failed"
