@@ -104,6 +104,9 @@ fi
   echo
   cat "$LOGS/steps.txt"
   echo
+  for name in build import; do  # a failed build stops everything: its error is what a rerun needs
+    grep -q -E "^$name: (FAILED|TIMEOUT)" "$LOGS/steps.txt" && { echo "--- $name.log (tail)"; tail -n 25 "$LOGS/$name.log"; }
+  done
   for name in tests sanitizer_memcheck sanitizer_initcheck sanitizer_synccheck; do
     [[ -f "$LOGS/$name.log" ]] && echo "$name: $(grep -E 'passed|failed|ERROR SUMMARY|mismatches' "$LOGS/$name.log" | tail -n 2 | tr '\n' ' ')"
   done
@@ -117,7 +120,8 @@ fi
   [[ -f "$LOGS/ncu_details.txt" ]] && grep -E '^  [a-z_:<>0-9, ]+\(|DRAM Throughput|Memory Throughput|Duration' "$LOGS/ncu_details.txt" | head -n 40
 } >"$OUT/summary.txt" 2>&1
 failed=$(grep -c -E ': (FAILED|TIMEOUT)' "$LOGS/steps.txt")
-echo "failed or timed-out steps: $failed" | tee -a "$OUT/summary.txt"
+echo "failed or timed-out steps: $failed" >>"$OUT/summary.txt"
+cat "$OUT/summary.txt"  # on stdout too: the tool's reply shows its tail even if no file comes back
 # Pack the staged files into one archive (the logs folder goes only once the archive is whole).
 tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" . && rm -rf "$LOGS"
 exit "$failed"
