@@ -92,13 +92,21 @@ def test_search_writes_outputs_and_resumes(tmp_path, capsys):
     (["search", "--device", "mps", "--out", "{tmp}"], "not available on this machine"),
     (["correlate", "--device", "mps", "--out", "{tmp}"], "not available on this machine"),
     (["search", "--max-params", "10", "--out", "{tmp}", "--no-progress"], "impossible budget"),
+    # Output places that cannot be folders are refused before any candidate is scored.
+    (["search", "--out", "{file}", "--no-progress"], "is a file, not a folder"),
+    (["search", "--out", "{file}/run", "--no-progress"], "cannot make --out folder"),
+    (["correlate", "--out", "{file}", "--no-progress"], "is a file, not a folder"),
+    (["score", "--arch", ARCH, "--out", "{file}/score.json"], "is a file, not a folder"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    user_file = tmp_path / "a_file"
+    user_file.write_text("the user's own")
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{file}", str(user_file)) for a in args]
     device = [] if "--device" in args else ["--device", "cpu"]
     assert main(args + device + ["--batch-size", "8"] * ("--batch-size" not in args)) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert user_file.read_text() == "the user's own"
 
 
 def test_resume_with_other_settings_exits_2(tmp_path, capsys):

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,19 @@ from zico_fast.errors import ZiCoUserError
 from zico_fast.proxies.registry import engine_names
 
 SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
+
+
+def _writable_folder(folder: Path, flag: str = "--out") -> Path:
+    """Make `folder` (and its parents) and check it can be written, before any work is spent."""
+    if folder.exists() and not folder.is_dir():
+        raise ZiCoUserError(f"{flag} {folder} is a file, not a folder; give a folder name")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ZiCoUserError(f"cannot make {flag} folder {folder} ({error.strerror}); give a folder you can write to") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ZiCoUserError(f"cannot write in {flag} folder {folder}; give a folder you can write to")
+    return folder
 
 
 def _check_common(args) -> torch.device:
@@ -126,7 +140,7 @@ def score(args) -> int:
     if out is not None:  # fail (or make the folder) before the work, not after
         if out.is_dir():
             raise ZiCoUserError(f"--out {out} is a folder; give a file name such as {out / 'score.json'}")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _writable_folder(out.parent)
     cost = None
     if args.model:
         factory, network = load_factory(args.model), args.model
@@ -184,7 +198,7 @@ def search(args) -> int:
     device = _check_common(args)
     space = _space(args, args.space)
     batches = _batches(args, space.num_classes, space.resolution)
-    out = Path(args.out)
+    out = _writable_folder(Path(args.out))
     log = out / SEARCH_LOG
     if log.exists():
         print(f"resuming the search logged in {log}", file=sys.stderr)
@@ -217,7 +231,7 @@ def correlate(args) -> int:
     truth = args.truth or bundled_truth(space.name)
     compare = None if args.compare is None else [c.strip() for c in args.compare.split(",") if c.strip()]
     batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r) for r in range(args.repeats)]
-    out = Path(args.out)
+    out = _writable_folder(Path(args.out))
     result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=truth,
                            truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
                            device=device, threads=args.threads, workers=args.workers, backend=_backend(args),
