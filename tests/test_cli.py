@@ -155,6 +155,28 @@ def test_model_factory_that_needs_arguments_says_so(tmp_path, capsys):
     assert "needs(width) needs arguments" in err and err.count("\n") == 1
 
 
+BROKEN_MODELS = {
+    "syntax.py": ("def f(:\n", "f", "line 1: invalid syntax"),
+    "raises_on_import.py": ("raise RuntimeError('no weights file')\n", "f",
+                            "importing {path} raised RuntimeError: no weights file (python {path} shows where)"),
+    "factory_raises.py": ("def f():\n    raise ValueError('bad width')\n", "f",
+                          "the factory raised ValueError: bad width"),
+    "wrong_shape.py": ("import torch.nn as nn\ndef f():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), "
+                       "nn.Linear(7, 10))\n", "f", "failed on inputs of shape (8, 3, 32, 32): RuntimeError: mat1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_MODELS))
+def test_broken_user_model_is_one_line(name, tmp_path, capsys):
+    source, factory, message = BROKEN_MODELS[name]
+    path = tmp_path / name
+    path.write_text(source)
+    assert main(["score", "--model", f"{path}:{factory}", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and err.count("\n") == 1 and "Traceback" not in err
+    assert path.read_text() == source
+
+
 def test_model_with_tuple_output_and_output_index(tmp_path, capsys):
     (tmp_path / "nets.py").write_text(FACTORY + """
 class Pair(nn.Module):

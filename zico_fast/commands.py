@@ -109,6 +109,14 @@ def load_factory(spec: str):
             module = importlib.import_module(target)
     except ModuleNotFoundError as error:
         raise ZiCoUserError(f"--model {spec!r}: cannot import {target!r} ({error})") from None
+    except SyntaxError as error:
+        raise ZiCoUserError(f"--model {spec!r}: {error.filename} line {error.lineno}: {error.msg}") from None
+    except ZiCoUserError:
+        raise
+    except Exception as error:  # the user's module failed while it ran; its own traceback is theirs to see
+        rerun = f"python {target}" if target.endswith(".py") else f"python -c 'import {target}'"
+        raise ZiCoUserError(f"--model {spec!r}: importing {target} raised {type(error).__name__}: {error} "
+                            f"({rerun} shows where)") from None
     factory = module
     for part in attr.split("."):
         if not hasattr(factory, part):
@@ -146,7 +154,10 @@ def score(args) -> int:
         factory, network = load_factory(args.model), args.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(args.seed, f"model:{args.model}"))
-            model = factory()
+            try:
+                model = factory()
+            except Exception as error:  # the user's code; one line here, their traceback when they run it
+                raise ZiCoUserError(f"--model {args.model!r}: the factory raised {type(error).__name__}: {error}") from None
         if not isinstance(model, torch.nn.Module):
             raise ZiCoUserError(f"--model {args.model!r} returned a {type(model).__name__}, not an nn.Module")
         resolution, num_classes, seed_key = args.resolution, args.num_classes, f"model:{args.model}"
@@ -170,8 +181,18 @@ def score(args) -> int:
         raise ZiCoUserError("params/flops come from a space's analytic cost; with --model leave them out of --proxies")
     with torch_settings(args.threads):
         start = time.perf_counter()
-        values = evaluate(model.to(device), [(x.to(device), y.to(device)) for x, y in batches], proxies,
-                          cost=cost, select_output=_select_output(args), details=details)
+        try:
+            values = evaluate(model.to(device), [(x.to(device), y.to(device)) for x, y in batches], proxies,
+                              cost=cost, select_output=_select_output(args), details=details)
+        except (RuntimeError, IndexError, KeyError, TypeError) as error:
+            if not args.model:
+                raise  # a space's own network failing is our bug: keep the traceback
+            # Usually the user's model does not fit the images or labels it was given.
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ZiCoUserError(
+                f"--model {args.model!r} failed on inputs of shape {tuple(batches[0][0].shape)}: "
+                f"{type(error).__name__}: {first_line}; check --resolution, --num-classes and "
+                f"--output-index/--output-key against the model") from None
         seconds = time.perf_counter() - start
     report = {"network": network, "score": values["zico"], **details,
               **({"proxies": values} if len(proxies) > 1 else {}),
