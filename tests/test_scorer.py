@@ -186,6 +186,17 @@ def test_bad_input_errors():
         zico_fast.ZiCo(model, nonfinite="ignore")
 
 
+def test_float64_model_is_refused_before_any_pass_and_left_as_found():
+    model = Net().double()
+    batches = [(x.double(), y) for x, y in make_batches(2)]
+    before = copy.deepcopy(model.state_dict())
+    for score in (lambda: zico_fast.zico_score(model, batches), lambda: zico_fast.ZiCo(model)):
+        with pytest.raises(zico_fast.ZiCoUserError, match=r"has float64 weights.*\.float\(\)"):
+            score()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_small_buckets_flush_mid_backward():
     model = Net()
     batches = make_batches(3)

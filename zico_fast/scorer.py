@@ -66,6 +66,8 @@ class ZiCo:
             raise ValueError(f"ZiCo needs at least 2 batches (it measures gradient spread), got num_batches={num_batches}")
         self.model = model
         self.layers, self._skipped = _selected or select_layers(model, layers)
+        if _selected is None:
+            check_weight_dtypes(self.layers)
         self.release_grads = release_grads
         self.nonfinite = nonfinite
         self.stats = GradientStatistics(len(self.layers), int(bucket_mb * 2**20), num_batches)
@@ -133,6 +135,20 @@ class ZiCo:
     def result(self) -> ZiCoResult:
         """Finalises on the device and copies the per-layer terms to the host in one sync."""
         return finish(self.stats, self.layers, self._skipped, self.nonfinite)
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_weight_dtypes(layers: list[SelectedLayer]) -> None:
+    """Refuse, before any pass, weights whose gradients the kernels do not take (float64 above all:
+    the statistics follow the authors' float32 numpy arithmetic, so a float64 path would be another score)."""
+    for layer in layers:
+        if layer.weight.dtype not in _KERNEL_DTYPES:
+            raise ZiCoUserError(
+                f"layer {layer.name!r} has {str(layer.weight.dtype).replace('torch.', '')} weights; ZiCo scores "
+                "float32, float16 or bfloat16 ones (the authors' float32 arithmetic): score a float32 copy, "
+                "zico_score(copy.deepcopy(model).float(), ...), with float32 inputs")
 
 
 def finish(stats: GradientStatistics, layers: list[SelectedLayer], skipped_layers: dict[str, str],
@@ -206,6 +222,7 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
     if nonfinite not in ("raise", "nan"):
         raise ValueError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
     plan = model_plan(model, layers)
+    check_weight_dtypes(plan.layers)
     hazard = plan.cpu_layout_hazard()
     if hazard is not None:
         raise ZiCoUserError(
