@@ -2,6 +2,7 @@
 and line), the seed rule, crash isolation in the process backend, and logs that do not depend on the
 backend or on the order in which results arrive."""
 import json
+import os
 
 import pytest
 import torch
@@ -46,6 +47,26 @@ def test_run_log_round_trip_and_torn_tail(tmp_path):
         RunLog(path, "search").open({"seed": 2})
     with pytest.raises(RunLogError, match="is a search log, not a correlate log"):
         RunLog(path, "correlate").open({"seed": 1})
+
+
+def test_unwritable_log_is_a_clear_error_and_keeps_what_was_written(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("the user's own")
+    log = RunLog(blocker / "run" / "run.jsonl", "search")
+    log.open({"seed": 1})
+    with pytest.raises(RunLogError, match=r"cannot write the run log .*a_file/run/run.jsonl"):
+        log.append({"id": 0})
+    assert blocker.read_text() == "the user's own"
+    path = tmp_path / "run.jsonl"
+    log = RunLog(path, "search")
+    log.open({"seed": 1})
+    log.append({"id": 0, "x": 0})
+    full = os.open("/dev/full", os.O_WRONLY)  # every write there fails with ENOSPC: a full disk
+    os.dup2(full, log._file.fileno())
+    os.close(full)
+    with pytest.raises(RunLogError, match=r"\(No space left on device\); the records written before"):
+        log.append({"id": 1, "x": 1})
+    assert [r["id"] for r in read_run_log(path)[1]] == [0]
 
 
 def test_damaged_logs_name_file_and_line(tmp_path):

@@ -22,15 +22,17 @@ SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
 
 
 def _writable_folder(folder: Path, flag: str = "--out") -> Path:
-    """Make `folder` (and its parents) and check it can be written, before any work is spent."""
+    """Check, before any work and without writing anything, that `folder` is or can become a folder
+    this process writes in (the run makes it only once its inputs have passed their checks)."""
     if folder.exists() and not folder.is_dir():
         raise ZiCoUserError(f"{flag} {folder} is a file, not a folder; give a folder name")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ZiCoUserError(f"cannot make {flag} folder {folder} ({error.strerror}); give a folder you can write to") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ZiCoUserError(f"cannot write in {flag} folder {folder}; give a folder you can write to")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ZiCoUserError(f"cannot make {flag} folder {folder}: {existing} is a file; give another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ZiCoUserError(f"cannot write in {existing} (for {flag} {folder}); give a folder you can write to")
     return folder
 
 
@@ -148,7 +150,7 @@ def score(args) -> int:
     if out is not None:  # fail (or make the folder) before the work, not after
         if out.is_dir():
             raise ZiCoUserError(f"--out {out} is a folder; give a file name such as {out / 'score.json'}")
-        _writable_folder(out.parent)
+        _writable_folder(out.parent).mkdir(parents=True, exist_ok=True)
     cost = None
     if args.model:
         factory, network = load_factory(args.model), args.model

@@ -118,13 +118,18 @@ class RunLog:
             self._header["backend"] = info
 
     def append(self, record: dict) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab" if self._header is None else "wb")
-        if self._header is not None:
-            self._write(self._header)
-            self._header = None
-        self._write(record)
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "ab" if self._header is None else "wb")
+            if self._header is not None:
+                self._write(self._header)
+                self._header = None
+            self._write(record)
+        except OSError as error:  # a full disk or a folder that cannot be made: say so, keep what is logged
+            raise RunLogError(f"cannot write the run log {self.path} ({error.strerror or error}); the records "
+                              "written before this one are kept: make room or choose another place, then run "
+                              "again to resume") from None
 
     def _write(self, line: dict) -> None:
         self._file.write((json.dumps(line) + "\n").encode())
