@@ -77,6 +77,19 @@ def test_search_writes_outputs_and_resumes(tmp_path, capsys):
     assert "resuming" in capsys.readouterr().err
 
 
+def test_outputs_the_disk_refuses_leave_a_complete_log_to_rerun_from(tmp_path, capsys):
+    args = ["search", "--space", "nb201", "--iterations", "3", "--population", "2", "--out", str(tmp_path),
+            "--no-progress", *SMALL]
+    (tmp_path / "best.json").mkdir()  # best.json cannot be written: as a full disk would refuse it
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the outputs in" in err and "run the same command again" in err and err.count("\n") == 1
+    log = (tmp_path / "search.jsonl").read_text()
+    (tmp_path / "best.json").rmdir()
+    assert main(args) == 0 and json.loads((tmp_path / "best.json").read_text())["iterations"] == 3
+    assert (tmp_path / "search.jsonl").read_text() == log  # nothing scored again
+
+
 @pytest.mark.parametrize("args, message", [
     (["score", "--arch", "|nor_conv_3x3~0|+|bogus~0|"], "node groups"),
     (["score", "--index", "15625"], "index must be in"),

@@ -92,6 +92,15 @@ def data_info(args, resolution) -> dict:
             "resolution": resolution}
 
 
+def _write_outputs(write, result, out: Path, data: dict, log: Path) -> list[str]:
+    """The summary files of a finished run; if the disk refuses them, the complete log still holds the run."""
+    try:
+        return write(result, out, data)
+    except OSError as error:
+        raise ZiCoUserError(f"cannot write the outputs in {out} ({error.strerror or error}); the run itself is "
+                            f"complete in {log}: make room and run the same command again to write them") from None
+
+
 def load_factory(spec: str):
     """The zero-argument callable named by 'module:factory' or 'path/to/file.py:factory'."""
     target, sep, attr = spec.rpartition(":")
@@ -230,7 +239,7 @@ def search(args) -> int:
                         max_flops=args.max_flops, max_params=args.max_params, max_depth=args.max_depth,
                         log_path=log, device=device, workers=args.workers, threads=args.threads, backend=_backend(args),
                         proxies=engine_names(args.proxies)[0], fitness=args.fitness, progress=not args.no_progress)
-    names = write_search_outputs(result, out, data_info(args, space.resolution))
+    names = _write_outputs(write_search_outputs, result, out, data_info(args, space.resolution), log)
     if result.best_arch is None:
         print(f"no candidate could be scored ({result.failed} failed); see {log}", file=sys.stderr)
         return 1
@@ -261,7 +270,7 @@ def correlate(args) -> int:
                            proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
                            report_only=args.report_only)
     data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
-    names = write_correlate_outputs(result, out, data)
+    names = _write_outputs(write_correlate_outputs, result, out, data, out / CORRELATE_LOG)
     c = result.report["correlations"]
 
     def two(name):
