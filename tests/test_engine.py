@@ -181,3 +181,11 @@ def test_arrival_order_never_changes_a_log(batches, tmp_path):
     for name, backend in (("in_order", InProcessBackend()), ("reversed", ReversedBackend())):
         correlate(SPACE, [batches], log_path=tmp_path / f"cor_{name}.jsonl", sample=4, threads=1, backend=backend)
     assert logged_without_timings(tmp_path / "cor_in_order.jsonl") == logged_without_timings(tmp_path / "cor_reversed.jsonl")
+
+
+def test_more_workers_than_cpus_warns_once_and_no_more_is_quiet(monkeypatch, recwarn):
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    ProcessBackend(4)  # nothing starts before start(): constructing one is free
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    with pytest.warns(RuntimeWarning, match=r"5 worker processes on 4 CPUs .* --workers 4 or fewer"):
+        ProcessBackend(5)

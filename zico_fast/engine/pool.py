@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -172,6 +173,10 @@ class ProcessBackend:
             raise ZiCoUserError(f"workers must be a positive integer, got {workers!r}")
         if not isinstance(ahead, int) or ahead < 0:
             raise ZiCoUserError(f"ahead must be a non-negative integer, got {ahead!r}")
+        cpus = os.cpu_count() or 1
+        if workers > cpus:  # each worker is a whole process with its own torch (~220 MB before any network)
+            warnings.warn(f"{workers} worker processes on {cpus} CPUs share the cores and hold ~220 MB each; "
+                          f"--workers {cpus} or fewer is usually as fast", RuntimeWarning, stacklevel=2)
         self.workers, self._procs, self.respawned = workers, [], 0
         self.ahead = ahead  # tasks in a worker's pipe beyond the one it scores (see run)
 
