@@ -231,9 +231,11 @@ def test_small_correlate_run(tmp_path):
     from zico_fast.correlate import correlate
 
     with pytest.warns(FewRowsWarning):
-        result = correlate(SPACE, [make_batches(None, 4, 2, 0)], log_path=tmp_path / "scores.jsonl", truth=TRUTH,
-                           truth_column="cifar10_val_acc", sample=4, threads=1)
+        # No table or column named: the space's bundled table and its only accuracy, validation.
+        result = correlate(SPACE, [make_batches(None, 4, 2, 0)], log_path=tmp_path / "scores.jsonl",
+                           sample=4, threads=1)
     report = result.report
+    assert report["truth_file"] == TRUTH.name and report["truth_column"] == "cifar10_val_acc"
     assert {"zico", "params", "naslib_params", "naslib_synflow"} <= set(report["correlations"])
     assert report["correlations"]["zico"]["n"] == 4 and all(np.isfinite(result.zico))
     # the space's params are NASLib's, so they rank identically

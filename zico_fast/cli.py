@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--space", choices=tuple(SPACES), default="nb201")
     cor.add_argument("--truth", default=None, metavar="CSV",
                      help="arch_index, arch_string and the truth column (None: the space's bundled dev CSV)")
-    cor.add_argument("--truth-column", default="cifar10_test_acc", help="ground-truth column")
+    cor.add_argument("--truth-column", default=None,
+                     help="ground-truth column (default: cifar10_test_acc; for nb101 cifar10_val_acc, the only "
+                          "accuracy its bundled table has)")
     cor.add_argument("--compare", default=None, metavar="COLS",
                      help="comma-separated columns of other proxies' scores (None: every naslib_* column)")
     cor.add_argument("--sample", type=positive, default=None, metavar="K", help="score K random rows (None: all)")

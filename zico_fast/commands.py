@@ -260,7 +260,7 @@ def correlate(args) -> int:
         raise ZiCoUserError("correlate needs scipy: pip install 'zico_fast[validate]'")
     device = _check_common(args)
     space = _space(args, args.space)
-    truth = args.truth or bundled_truth(space.name)
+    truth = args.truth or bundled_truth(space.name)  # before any work: a space without a table is refused here
     compare = None if args.compare is None else [c.strip() for c in args.compare.split(",") if c.strip()]
     batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r) for r in range(args.repeats)]
     out = _writable_folder(Path(args.out))

@@ -26,7 +26,7 @@ from zico_fast.engine.run_log import RunLog, RunLogError, read_run_log, settings
 from zico_fast.engine.seeding import init_seed
 from zico_fast.errors import ZiCoUserError
 from zico_fast.ranking import rank_correlations, stability_summary, warn_if_few
-from zico_fast.truth import BUNDLED_TRUTH, DEFAULT_TRUTH_COLUMN, Truth, load_truth, sample_rows
+from zico_fast.truth import Truth, bundled_truth, default_truth_column, load_truth, sample_rows
 
 
 class CorrelateError(ZiCoUserError):
@@ -41,12 +41,13 @@ class CorrelateResult:
     records: list[dict]  # the log's records in task order
 
 
-def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, truth_column: str = DEFAULT_TRUTH_COLUMN,
+def correlate(space, batch_sets: Sequence, *, log_path, truth=None, truth_column: str | None = None,
               compare: Sequence[str] | None = None, sample: int | None = None, seed: int = 0, device="cpu",
               threads: int | None = None, workers: int = 1, backend=None, proxies=DEFAULT_PROXIES,
               progress: bool = False, report_only: bool = False) -> CorrelateResult:
     """Scores `sample` rows (None: all) of the ground-truth CSV `truth` on every batch set of
     `batch_sets` (several: a stability study over batch draws), logging each to `log_path`.
+    `truth` None: the space's bundled table; `truth_column` None: that space's default accuracy column.
 
     report_only=True scores nothing: it reports on the rows a run with these settings has logged so
     far (the log is only read, so a run still writing it is not disturbed); the report says how many."""
@@ -55,6 +56,10 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=BUNDLED_TRUTH, tru
                              "between batches)")
     device = check_device(device, on_this_machine=not getattr(backend, "remote", False))
     threads = check_threads(threads or 1)
+    if truth is None:
+        truth = bundled_truth(space.name)
+    if truth_column is None:
+        truth_column = default_truth_column(space.name)
     table = truth if isinstance(truth, Truth) else load_truth(truth, space, truth_column, compare)
     rows = sample_rows(table.rows, sample, seed)
     indices = ",".join(str(r.arch_index) for r in rows)

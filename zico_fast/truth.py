@@ -12,8 +12,9 @@ from typing import Sequence
 
 from zico_fast.errors import ZiCoUserError
 
-BUNDLED_TRUTH = Path(__file__).parent / "data" / "nb201_dev.csv"
 DEFAULT_TRUTH_COLUMN = "cifar10_test_acc"
+# NAS-Bench-101's bundled table has CIFAR-10 validation accuracy only (NASLib's NB101 data holds no test split).
+SPACE_TRUTH_COLUMNS = {"nb101": "cifar10_val_acc"}
 COMPARE_PREFIX = "naslib_"
 
 
@@ -128,6 +129,11 @@ def sample_rows(rows: Sequence[TruthRow], k: int | None, seed: int) -> list[Trut
         raise TruthError(f"sample {k} is outside 1..{len(rows)} (the truth file has {len(rows)} rows)")
     picked = sorted(random.Random(seed).sample(range(len(rows)), k))
     return [rows[i] for i in picked]
+
+
+def default_truth_column(space_name: str) -> str:
+    """The accuracy column correlate compares with when none is named: the bundled table's own."""
+    return SPACE_TRUTH_COLUMNS.get(space_name, DEFAULT_TRUTH_COLUMN)
 
 
 def bundled_truth(space_name: str) -> Path:
