@@ -174,6 +174,8 @@ BROKEN_MODELS = {
                             "importing {path} raised RuntimeError: no weights file (python {path} shows where)"),
     "factory_raises.py": ("def f():\n    raise ValueError('bad width')\n", "f",
                           "the factory raised ValueError: bad width"),
+    "no_layers.py": ("import torch.nn as nn\ndef f():\n    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())\n",
+                     "f", "the model has no layer ZiCo can score"),
     "wrong_shape.py": ("import torch.nn as nn\ndef f():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), "
                        "nn.Linear(7, 10))\n", "f", "failed on inputs of shape (8, 3, 32, 32): RuntimeError: mat1"),
 }

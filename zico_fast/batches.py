@@ -20,7 +20,7 @@ def checked_batches(batches: Iterable, unpack_batch: Callable | None,
     try:
         current = next(iterator)
     except StopIteration:
-        raise ValueError("batches is empty; ZiCo needs at least 2 batches of (inputs, targets)") from None
+        raise ZiCoUserError("batches is empty; ZiCo needs at least 2 batches of (inputs, targets)") from None
     index, previous = 0, None
     while True:
         try:
@@ -66,10 +66,10 @@ def _check(index: int, inputs, targets, device: torch.device) -> None:
         raise TypeError(f"batch {index}: expected a pair of tensors (inputs, targets), got "
                         f"({type(inputs).__name__}, {type(targets).__name__})")
     if inputs.dim() == 0 or inputs.shape[0] == 0:
-        raise ValueError(f"batch {index} is empty; every batch needs at least one sample")
+        raise ZiCoUserError(f"batch {index} is empty; every batch needs at least one sample")
     for what, tensor in (("inputs", inputs), ("targets", targets)):
         if tensor.device != device:
-            raise ValueError(f"batch {index}: {what} are on {tensor.device} but the model is on {device}; "
+            raise ZiCoUserError(f"batch {index}: {what} are on {tensor.device} but the model is on {device}; "
                              f"move the batches with .to({str(device)!r})")
 
 

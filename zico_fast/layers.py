@@ -7,6 +7,8 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import nn
 
+from zico_fast.errors import ZiCoUserError
+
 #: The authors' layer set: every Conv2d (depthwise, pointwise, stem) and Linear; weights only.
 DEFAULT_LAYER_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -83,8 +85,8 @@ def select_layers(model: nn.Module, layers: LayerSelector = None,
     return selected, skipped
 
 
-def no_scorable_layer(layers: LayerSelector) -> ValueError:
-    return ValueError(
+def no_scorable_layer(layers: LayerSelector) -> ZiCoUserError:
+    return ZiCoUserError(
         "the model has no layer ZiCo can score: no trainable weight of "
         + ("Conv2d/Linear modules" if layers is None else f"the selected layers ({layers!r})")
         + ". Pass layers=(nn.Conv1d, ...) or a predicate(name, module) to choose others."

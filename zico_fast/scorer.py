@@ -61,9 +61,9 @@ class ZiCo:
                  release_grads: bool = False, nonfinite: str = "raise", bucket_mb: float = 25.0,
                  _selected: tuple[list[SelectedLayer], dict[str, str]] | None = None):
         if nonfinite not in ("raise", "nan"):
-            raise ValueError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
+            raise ZiCoUserError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
         if num_batches is not None and num_batches < 2:
-            raise ValueError(f"ZiCo needs at least 2 batches (it measures gradient spread), got num_batches={num_batches}")
+            raise ZiCoUserError(f"ZiCo needs at least 2 batches (it measures gradient spread), got num_batches={num_batches}")
         self.model = model
         self.layers, self._skipped = _selected or select_layers(model, layers)
         if _selected is None:
@@ -157,7 +157,7 @@ def finish(stats: GradientStatistics, layers: list[SelectedLayer], skipped_layer
     Warns (ZeroSpreadWarning) when every scored layer had zero spread, saying what to check."""
     n = stats.batch
     if n < 2:
-        raise ValueError(f"ZiCo needs gradients from at least 2 batches, got {n}; run more batches")
+        raise ZiCoUserError(f"ZiCo needs gradients from at least 2 batches, got {n}; run more batches")
     skipped = dict(skipped_layers)
     scored = []
     for index, (layer, count) in enumerate(zip(layers, stats.count)):
@@ -168,7 +168,7 @@ def finish(stats: GradientStatistics, layers: list[SelectedLayer], skipped_layer
         else:
             skipped[layer.name] = f"received a gradient in only {count} of {n} batches"
     if not scored:
-        raise ValueError("no scored layer received a gradient in every batch: " + "; ".join(
+        raise ZiCoUserError("no scored layer received a gradient in every batch: " + "; ".join(
             f"{k}: {v}" for k, v in skipped.items()))
     with nvtx_range("zico/finalize"):
         ratio_sums = stats.ratio_sums(scored)
@@ -220,7 +220,7 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
     network whose output ignores its input) and a ZeroSpreadWarning says what to check.
     """
     if nonfinite not in ("raise", "nan"):
-        raise ValueError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
+        raise ZiCoUserError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
     plan = model_plan(model, layers)
     check_weight_dtypes(plan.layers)
     hazard = plan.cpu_layout_hazard()
