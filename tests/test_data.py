@@ -1,4 +1,4 @@
-"""Data loading: pixel scale by dtype, contiguous batches, and one clear error for unreadable .npz files."""
+"""Data loading: pixel scale by dtype, contiguous batches, and one clear error for unreadable or unusable .npz files."""
 import numpy as np
 import pytest
 import torch
@@ -53,3 +53,20 @@ def test_unreadable_npz_gives_one_clear_error(tmp_path, content):
         make_batches(path, batch_size=2, num_batches=2)
     assert isinstance(caught.value, ZiCoUserError) and "allow_pickle" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("negative_label", r"y holds the label -1; expected class indices"),
+    ("nan_pixel", r"x holds NaN or infinite pixels"),
+    ("inf_pixel", r"x holds NaN or infinite pixels"),
+])
+def test_data_that_would_score_nan_or_crash_the_loss_is_refused(tmp_path, bad, message):
+    x = np.random.default_rng(0).random((4, 5, 5, 3)).astype(np.float32)
+    y = np.arange(4) % 3
+    if bad == "negative_label":
+        y[2] = -1
+    else:
+        x[1, 2, 3, 0] = np.nan if bad == "nan_pixel" else np.inf
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    with pytest.raises(DataError, match=message):
+        make_batches(tmp_path / "data.npz", batch_size=2, num_batches=2)

@@ -65,6 +65,10 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: x has dtype {x.dtype}; expected uint8 (0-255) or float (0-1) images")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: y has dtype {y.dtype}; expected integer class labels")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{path}: y holds the label {y.min()}; expected class indices 0, 1, ..., C-1")
+    if x.dtype != np.uint8 and not np.isfinite(x).all():  # a NaN image would make every gradient NaN
+        raise DataError(f"{path}: x holds NaN or infinite pixels; expected finite images")
     return x, y.astype(np.int64)
 
 
