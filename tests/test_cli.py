@@ -192,6 +192,22 @@ def test_broken_user_model_is_one_line(name, tmp_path, capsys):
     assert path.read_text() == source
 
 
+def test_non_finite_score_is_exit_1_and_strict_json(tmp_path, capsys):
+    (tmp_path / "nets.py").write_text(FACTORY + """
+import torch
+
+def poisoned():
+    net = tiny()
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, 0] = float("inf")
+    return net
+""")
+    assert main(["score", "--model", f"{tmp_path / 'nets.py'}:poisoned", "--out", "-", *SMALL]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["score"] is None  # strict JSON: null, never a bare NaN
+    assert "the ZiCo score is not finite" in captured.err
+
+
 def test_model_with_tuple_output_and_output_index(tmp_path, capsys):
     (tmp_path / "nets.py").write_text(FACTORY + """
 class Pair(nn.Module):

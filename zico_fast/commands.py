@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -215,11 +216,17 @@ def score(args) -> int:
           f"{len(details['skipped'])} skipped, {report['params']:,} params, {seconds:.2f} s on {device})", file=human)
     if len(proxies) > 1:
         print("  ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "zico"), file=human)
-    text = json.dumps(report, indent=2)
+    from zico_fast.reporting import json_safe
+
+    text = json.dumps(json_safe(report), indent=2)  # strict JSON: a non-finite value is null
     if args.out == "-":
         print(text)
     elif out is not None:
         out.write_text(text + "\n")
+    if not math.isfinite(values["zico"]):  # scripts must not take this for a score
+        print("zico-fast score: the ZiCo score is not finite: a gradient was inf or NaN; check the data and the "
+              "model's initialisation (zico_score(..., nonfinite='raise') names the layer and batch)", file=sys.stderr)
+        return 1
     return 0
 
 
