@@ -261,17 +261,14 @@ def search(args) -> int:
 def correlate(args) -> int:
     from zico_fast.correlate import correlate as run_correlate
     from zico_fast.reporting import write_correlate_outputs
-    from zico_fast.truth import bundled_truth
-
     if importlib.util.find_spec("scipy") is None:  # before any work
         raise ZiCoUserError("correlate needs scipy: pip install 'zico_fast[validate]'")
     device = _check_common(args)
     space = _space(args, args.space)
-    truth = args.truth or bundled_truth(space.name)  # before any work: a space without a table is refused here
     compare = None if args.compare is None else [c.strip() for c in args.compare.split(",") if c.strip()]
     batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r) for r in range(args.repeats)]
     out = _writable_folder(Path(args.out))
-    result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=truth,
+    result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=args.truth,
                            truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
                            device=device, threads=args.threads, workers=args.workers, backend=_backend(args),
                            proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
