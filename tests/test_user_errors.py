@@ -107,3 +107,32 @@ def test_channels_last_inputs_are_scored_as_contiguous():
     channels_last = [(x.to(memory_format=torch.channels_last), y) for x, y in batches]
     assert not channels_last[0][0].is_contiguous()
     assert zico_fast.zico_score(model, channels_last).score == zico_fast.zico_score(model, batches).score
+
+
+def test_inside_no_grad_scores_the_same_and_leaves_grad_mode_off():
+    model, batches = Net(), make_batches(3)
+    expected = zico_fast.zico_score(model, batches).score
+    with torch.no_grad():
+        assert zico_fast.zico_score(model, batches).score == expected
+        assert not torch.is_grad_enabled()
+
+
+def test_inference_mode_is_an_error_saying_to_call_outside_it():
+    model, batches = Net(), make_batches(2)
+    with torch.inference_mode(), pytest.raises(ZiCoUserError, match="outside inference_mode"):
+        zico_fast.zico_score(model, batches)
+
+
+def test_unreduced_loss_is_an_error_naming_reduction():
+    def per_sample(logits, targets):
+        return F.cross_entropy(logits, targets, reduction="none")
+    with pytest.raises(ZiCoUserError, match=r"loss_fn must return a scalar tensor, got \(8,\).*reduction"):
+        zico_fast.zico_score(Net(), make_batches(2), loss_fn=per_sample)
+
+
+@pytest.mark.parametrize("bucket_mb", [-1, float("nan"), "25"])
+def test_bad_bucket_size_is_an_error(bucket_mb):
+    with pytest.raises(ZiCoUserError, match="bucket_mb must be a number"):
+        zico_fast.zico_score(Net(), make_batches(2), bucket_mb=bucket_mb)
+    with pytest.raises(ZiCoUserError, match="bucket_mb must be a number"):
+        zico_fast.ZiCo(Net(), bucket_mb=bucket_mb)

@@ -93,3 +93,12 @@ def logits_of(output: Any, select_output: Callable | None, loss_fn: Callable, in
             "the logits with select_output, e.g. zico_score(..., select_output=lambda out: out[0])")
     raise ZiCoUserError(f"the model returned a {type(output).__name__}, not a tensor of logits; pass "
                         "select_output=<model output -> logits tensor>")
+
+
+def scalar_loss(loss: Any, index: int) -> torch.Tensor:
+    """loss_fn's value for batch `index`, refused with a clear error unless it is one number to backpropagate."""
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ZiCoUserError(f"loss_fn must return a scalar tensor, got {shape} for batch {index}; reduce it "
+                            "(e.g. reduction='mean', as the default F.cross_entropy does)")
+    return loss

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zico_fast.batches import checked_batches, logits_of
+from zico_fast.batches import checked_batches, logits_of, scalar_loss
 from zico_fast.errors import ZiCoUserError
 from zico_fast.layers import LayerSelector, SelectedLayer, select_layers
 from zico_fast.model_state import model_plan
@@ -60,8 +60,7 @@ class ZiCo:
     def __init__(self, model: nn.Module, layers: LayerSelector = None, *, num_batches: int | None = None,
                  release_grads: bool = False, nonfinite: str = "raise", bucket_mb: float = 25.0,
                  _selected: tuple[list[SelectedLayer], dict[str, str]] | None = None):
-        if nonfinite not in ("raise", "nan"):
-            raise ZiCoUserError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
+        check_options(nonfinite, bucket_mb)
         if num_batches is not None and num_batches < 2:
             raise ZiCoUserError(f"ZiCo needs at least 2 batches (it measures gradient spread), got num_batches={num_batches}")
         self.model = model
@@ -138,6 +137,13 @@ class ZiCo:
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_options(nonfinite: str, bucket_mb: float) -> None:
+    if nonfinite not in ("raise", "nan"):
+        raise ZiCoUserError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
+    if not isinstance(bucket_mb, (int, float)) or not bucket_mb >= 0:
+        raise ZiCoUserError(f"bucket_mb must be a number of megabytes >= 0, not {bucket_mb!r}")
 
 
 def check_weight_dtypes(layers: list[SelectedLayer]) -> None:
@@ -219,8 +225,10 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
     When every scored layer has zero gradient spread the score is 0 (the authors' answer for a
     network whose output ignores its input) and a ZeroSpreadWarning says what to check.
     """
-    if nonfinite not in ("raise", "nan"):
-        raise ZiCoUserError(f"nonfinite must be 'raise' or 'nan', not {nonfinite!r}")
+    check_options(nonfinite, bucket_mb)
+    if torch.is_inference_mode_enabled():
+        raise ZiCoUserError("zico_score runs backward passes, which torch.inference_mode() forbids; call it "
+                            "outside inference_mode (inside torch.no_grad() is fine: it enables gradients itself)")
     plan = model_plan(model, layers)
     check_weight_dtypes(plan.layers)
     hazard = plan.cpu_layout_hazard()
@@ -249,9 +257,10 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
         for index, inputs, targets, is_last in checked_batches(batches, unpack_batch, weights[0].device):
             if is_last and index == 1:
                 stats.num_batches = 2  # N = 2 known now: the last batch uses the closed form
-            with nvtx_range("zico/forward"):
+            # enable_grad: gradients are the point, so a caller's torch.no_grad() must not switch them off.
+            with nvtx_range("zico/forward"), torch.enable_grad():
                 output = model(inputs)
-                loss = loss_fn(logits_of(output, select_output, loss_fn, index), targets)
+                loss = scalar_loss(loss_fn(logits_of(output, select_output, loss_fn, index), targets), index)
             with nvtx_range("zico/backward"):
                 loss.backward()
             losses.append(loss.detach())
