@@ -35,6 +35,17 @@ def _int_at_least(low: int):
 positive = _int_at_least(1)
 
 
+def _positive_float(text: str) -> float:
+    """A budget such as 600e6: a number above 0 (a budget of 0 or less admits no network)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
     """The options every command shares, with the same defaults everywhere."""
     g = p.add_argument_group("data and reproducibility (shared by score, search and correlate)")
@@ -122,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "candidate logged so far (computes the ensemble's members)")
     run.add_argument("--generation", type=positive, default=16,
                      help="children proposed from one state of the population; results depend on it, not on --workers")
-    run.add_argument("--max-flops", type=float, help="budget on multiply-accumulates per image")
-    run.add_argument("--max-params", type=float, help="budget on parameters")
-    run.add_argument("--max-depth", type=int, help="budget on depth (mobilenet: total sub_layers, the paper: 14)")
+    run.add_argument("--max-flops", type=_positive_float, help="budget on multiply-accumulates per image")
+    run.add_argument("--max-params", type=_positive_float, help="budget on parameters")
+    run.add_argument("--max-depth", type=positive, help="budget on depth (mobilenet: total sub_layers, the paper: 14)")
     run.add_argument("--out", required=True, metavar="DIR",
                      help="output folder: search.jsonl (the log; a rerun resumes it), best.json, candidates.csv, "
                           "search.png")
