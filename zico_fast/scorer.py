@@ -209,6 +209,7 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
                bucket_mb: float = 25.0, unpack_batch: Callable[[Any], tuple] | None = None,
                select_output: Callable[[Any], torch.Tensor] | None = None) -> ZiCoResult:
     """ZiCo score of `model` on `batches` (any iterable of (inputs, targets), e.g. a DataLoader).
+    Every item is one of the N batches: for the paper's N = 2, pass itertools.islice(loader, 2).
 
     The authors' protocol: train mode, and per batch a forward, `loss_fn(logits, targets)` (mean
     cross-entropy by default; F.mse_loss for regression) and a backward from zeroed gradients.
