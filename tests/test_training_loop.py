@@ -61,6 +61,19 @@ def test_accumulating_grads_records_each_backward():
     torch.testing.assert_close(accumulated, expected, rtol=1e-6, atol=1e-7)
 
 
+def test_entering_the_same_zico_again_adds_to_its_statistics():
+    model = Net()
+    batches = make_batches(4, seed=6)
+    zico = zico_fast.ZiCo(model)
+    for part in (batches[:1], batches[1:]):  # e.g. one epoch's first step, then the rest
+        with zico:
+            for x, y in part:
+                model.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+    assert zico.result().num_batches == 4
+    assert zico.result().score == pytest.approx(oracle_score(model, batches)[0], rel=1e-5)
+
+
 def test_release_grads_frees_scored_grads():
     model = Net()
     batches = make_batches(3)

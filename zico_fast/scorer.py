@@ -46,7 +46,8 @@ class ZiCo:
     >>> zico.result().score
 
     Each backward is one sample: ZiCo records the gradient that backward adds to each scored
-    weight, whether or not the caller zeroes `.grad` in between.
+    weight, whether or not the caller zeroes `.grad` in between. Entering the same ZiCo again adds
+    to the same statistics; a fresh ZiCo starts from none.
 
     release_grads=False (default): training is unchanged, bit for bit. The gradient is read as it
     arrives, before autograd adds it to `.grad`, which the caller's optimizer uses as usual. Costs
