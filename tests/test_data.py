@@ -70,3 +70,48 @@ def test_data_that_would_score_nan_or_crash_the_loss_is_refused(tmp_path, bad, m
     np.savez(tmp_path / "data.npz", x=x, y=y)
     with pytest.raises(DataError, match=message):
         make_batches(tmp_path / "data.npz", batch_size=2, num_batches=2)
+
+
+def test_image_folder_with_an_unreadable_file_names_it(tmp_path):
+    from PIL import Image
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i, mode in enumerate(("RGB", "L", "RGBA")):
+            Image.fromarray(np.full((6, 6, 3), 40 * i, dtype=np.uint8)).convert(mode).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "cat" / "notes.txt").write_text("not an image suffix: ignored")
+    batches = make_batches(tmp_path, batch_size=3, num_batches=2)
+    assert [tuple(x.shape) for x, _ in batches] == [(3, 3, 6, 6)] * 2
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"broken\.png is not a readable image.*fix or remove it"):
+        make_batches(tmp_path, batch_size=3, num_batches=2)
+
+
+def fake_torchvision(root, datasets_source):
+    """A stand-in torchvision package on sys.path, for the error paths (the real CPU wheel is not on
+    this project's index)."""
+    package = root / "torchvision"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "datasets.py").write_text(datasets_source)
+    return root
+
+
+@pytest.mark.parametrize("source, message", [
+    ("raise RuntimeError('operator torchvision::nms does not exist')",
+     r"needs torchvision, which does not import \(RuntimeError: operator.*install the torchvision built for torch"),
+    ("class CIFAR10:\n    def __init__(self, root, train, download):\n"
+     "        raise RuntimeError('Dataset not found or corrupted.')\n",
+     r"Dataset not found or corrupted.*never downloads; put the dataset under /nowhere"),
+    ("", r"torchvision\.datasets has no 'CIFAR10'"),
+])
+def test_torchvision_source_errors_are_one_clear_line(tmp_path, monkeypatch, source, message):
+    import sys
+    monkeypatch.syspath_prepend(str(fake_torchvision(tmp_path, source)))
+    for module in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        monkeypatch.delitem(sys.modules, module)  # a real one comes back after the test
+    try:
+        with pytest.raises(DataError, match=message):
+            make_batches("torchvision:CIFAR10:/nowhere", batch_size=2, num_batches=2)
+    finally:  # the stand-in must not outlive the test
+        sys.modules.pop("torchvision", None)
+        sys.modules.pop("torchvision.datasets", None)

@@ -80,7 +80,11 @@ def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray]:
     for label, name in enumerate(classes):
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() in _IMAGE_SUFFIXES:
-                images.append(np.asarray(Image.open(file).convert("RGB")))
+                try:
+                    with Image.open(file) as image:
+                        images.append(np.asarray(image.convert("RGB")))
+                except OSError as error:  # PIL's UnidentifiedImageError is an OSError, as is a truncated file
+                    raise DataError(f"{file} is not a readable image ({error}); fix or remove it") from error
                 labels.append(label)
     if not images:
         raise DataError(f"{root} holds no images in class sub-folders (root/<class>/<image>.png)")
@@ -92,10 +96,19 @@ def _load_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray]:
 def _load_torchvision(spec: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         _, name, root = spec.split(":", 2)
+    except ValueError:
+        raise DataError(f"{spec!r}: use 'torchvision:<Dataset>:<root>', e.g. 'torchvision:CIFAR10:./data'") from None
+    try:
         import torchvision.datasets as datasets
-    except (ValueError, ImportError) as error:
-        raise DataError(f"{spec!r}: use 'torchvision:<Dataset>:<root>' with torchvision installed") from error
-    dataset = getattr(datasets, name)(root=root, train=True, download=False)
+    except Exception as error:  # missing, or built for another torch (then its op registration raises)
+        raise DataError(f"{spec!r} needs torchvision, which does not import ({type(error).__name__}: {error}); "
+                        f"install the torchvision built for torch {torch.__version__}") from error
+    if not hasattr(datasets, name):
+        raise DataError(f"{spec!r}: torchvision.datasets has no {name!r}; e.g. 'torchvision:CIFAR10:{root}'")
+    try:
+        dataset = getattr(datasets, name)(root=root, train=True, download=False)
+    except (RuntimeError, OSError) as error:  # torchvision's "Dataset not found or corrupted"
+        raise DataError(f"{spec!r}: {error} (zico-fast never downloads; put the dataset under {root})") from error
     return np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64)
 
 
