@@ -193,6 +193,7 @@ def test_report_only_reports_the_logged_prefix_without_writing_the_log(tmp_path,
     assert "other settings" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore::zico_fast.ranking.FewRowsWarning")  # a few rows on purpose
 def test_stability_mode_reports_spread_and_pairwise_agreement(tmp_path):
     rows = T.load_truth(write_truth(tmp_path / "t.csv", good_rows()), SPACE)
     from zico_fast.data import make_batches
@@ -216,6 +217,7 @@ def test_correlate_defaults_are_the_papers_settings():
     assert T.bundled_truth("nb201").name == "nb201_dev.csv"
 
 
+@pytest.mark.filterwarnings("ignore::zico_fast.ranking.FewRowsWarning")  # a few rows on purpose
 def test_repeated_architectures_are_scored_once_and_copied_exactly(tmp_path):
     # NAS-Bench files list one cell under several rows; each distinct cell is scored once per batch
     # set, and every copy must equal what scoring that row on its own gives.

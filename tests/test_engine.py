@@ -173,6 +173,7 @@ class ReversedBackend(InProcessBackend):
         return reversed(list(super().run(tasks)))
 
 
+@pytest.mark.filterwarnings("ignore::zico_fast.ranking.FewRowsWarning")  # a few rows on purpose
 def test_arrival_order_never_changes_a_log(batches, tmp_path):
     for name, backend in (("in_order", InProcessBackend()), ("reversed", ReversedBackend())):
         search(SPACE, batches, iterations=8, population=3, generation=4, seed=2, threads=1,

@@ -119,6 +119,7 @@ def test_an_actor_killed_from_outside_loses_nothing(cluster, tmp_path):
     assert [r["score"] for r in records] == [r["score"] for r in reference]
 
 
+@pytest.mark.filterwarnings("ignore::zico_fast.ranking.FewRowsWarning")  # a few rows on purpose
 def test_a_candidate_that_crashes_natively_fails_alone(cluster, tmp_path):
     crashing = CrashingSpace(every=3)
     backend = RayBackend(2)
