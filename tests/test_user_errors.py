@@ -136,3 +136,43 @@ def test_bad_bucket_size_is_an_error(bucket_mb):
         zico_fast.zico_score(Net(), make_batches(2), bucket_mb=bucket_mb)
     with pytest.raises(ZiCoUserError, match="bucket_mb must be a number"):
         zico_fast.ZiCo(Net(), bucket_mb=bucket_mb)
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 7 * 5, 10))
+
+
+def with_parametrization(kind):
+    from torch.nn.utils import parametrizations
+    model = small_net()
+    with warnings.catch_warnings():  # the old-style hooks are deprecated
+        warnings.simplefilter("ignore")
+        {"weight_norm": lambda: parametrizations.weight_norm(model[0]),
+         "spectral_norm": lambda: parametrizations.spectral_norm(model[3]),
+         "orthogonal": lambda: parametrizations.orthogonal(model[3]),
+         "old weight_norm": lambda: nn.utils.weight_norm(model[0]),
+         "old spectral_norm": lambda: nn.utils.spectral_norm(model[3])}[kind]()
+    return model
+
+
+@pytest.mark.parametrize("kind", ["weight_norm", "spectral_norm", "orthogonal", "old weight_norm", "old spectral_norm"])
+def test_parametrized_weight_is_an_error_and_the_model_is_untouched(kind):
+    # Their .grad is never filled: they used to be dropped as "unused" (or "frozen") from the score,
+    # and reading a spectral_norm weight to select it ran a power iteration that changed its buffers.
+    model = with_parametrization(kind)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    name = "0" if "weight_norm" in kind else "3"
+    for call in (lambda: zico_fast.zico_score(model, make_batches(2)), lambda: zico_fast.ZiCo(model)):
+        with pytest.raises(ZiCoUserError, match=rf"layer '{name}' has a computed weight.*remove_parametrizations"):
+            call()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_parametrized_layer_left_out_by_the_caller_is_not_read():
+    model = with_parametrization("spectral_norm")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = make_batches(3)
+    result = zico_fast.zico_score(model, batches, layers=lambda name, module: name == "0")
+    assert list(result.layer_terms) == ["0"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # power iteration undone

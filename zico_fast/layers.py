@@ -70,6 +70,12 @@ def select_layers(model: nn.Module, layers: LayerSelector = None,
     for name, module in (named_modules_fast(model) if named is None else named):
         if not matches(name, module):
             continue
+        if is_computed_weight(module):
+            raise ZiCoUserError(
+                f"layer {name!r} has a computed weight (a parametrization such as weight_norm or spectral_norm), "
+                "whose gradient autograd never stores in .grad, so ZiCo cannot read it; score a copy without it "
+                "(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'), or remove_weight_norm / "
+                "remove_spectral_norm for the old-style hooks), or leave the layer out with layers=<predicate>")
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             skipped[name] = "has no weight tensor"
@@ -83,6 +89,19 @@ def select_layers(model: nn.Module, layers: LayerSelector = None,
     if not selected and not allow_none:
         raise no_scorable_layer(layers)
     return selected, skipped
+
+
+def is_computed_weight(module: nn.Module) -> bool:
+    """True when `module.weight` is recomputed from other tensors instead of being a parameter:
+    torch.nn.utils.parametrize (checked without reading the weight, since reading it runs the
+    parametrization, and spectral_norm's then updates its buffers), or a plain tensor attribute
+    that hooks rewrite (the old-style weight_norm / spectral_norm). A weight buffer is not: it is
+    left out as frozen."""
+    parametrizations = module._modules.get("parametrizations")
+    if parametrizations is not None and "weight" in parametrizations._modules:
+        return True
+    weight = module.__dict__.get("weight")
+    return isinstance(weight, torch.Tensor) and not isinstance(weight, nn.Parameter)
 
 
 def no_scorable_layer(layers: LayerSelector) -> ZiCoUserError:

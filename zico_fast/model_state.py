@@ -104,7 +104,9 @@ class ModelPlan:
                        and m.kernel_size == (1, 1) and max(m.stride) > 1]
         return cls(_generation, selector, layers, skipped, checks, submodules, params, batchnorms, flags,
                    buffers, custom_train, strided_1x1,
-                   [m.weight for _, m in named if isinstance(m, nn.Conv2d) and isinstance(m.weight, torch.Tensor)])
+                   # _parameters, not .weight: reading a parametrized weight (of a conv left out) runs it.
+                   [w for _, m in named if isinstance(m, nn.Conv2d)
+                    and isinstance(w := m._parameters.get("weight"), torch.Tensor)])
 
     def lists(self) -> tuple:
         """The plan's per-module lists, in JOINED_LISTS order."""
