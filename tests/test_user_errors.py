@@ -176,3 +176,16 @@ def test_a_parametrized_layer_left_out_by_the_caller_is_not_read():
     result = zico_fast.zico_score(model, batches, layers=lambda name, module: name == "0")
     assert list(result.layer_terms) == ["0"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # power iteration undone
+
+
+@pytest.mark.filterwarnings("ignore:Lazy modules are a new feature")
+def test_lazy_layers_must_be_made_first_then_score_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    batches = make_batches(3)
+    for call in (lambda: zico_fast.zico_score(model, batches), lambda: zico_fast.ZiCo(model)):
+        with pytest.raises(ZiCoUserError, match=r"layer '0' is lazy.*run one forward first"):
+            call()
+    assert isinstance(model[0].weight, nn.parameter.UninitializedParameter)  # not made behind the user's back
+    model(batches[0][0])
+    assert zico_fast.zico_score(model, batches).score == pytest.approx(oracle_score(model, batches)[0], rel=1e-5)

@@ -149,8 +149,13 @@ def check_options(nonfinite: str, bucket_mb: float) -> None:
 
 def check_weight_dtypes(layers: list[SelectedLayer]) -> None:
     """Refuse, before any pass, weights whose gradients the kernels do not take (float64 above all:
-    the statistics follow the authors' float32 numpy arithmetic, so a float64 path would be another score)."""
+    the statistics follow the authors' float32 numpy arithmetic, so a float64 path would be another
+    score), and lazy weights not made yet (the first forward would make them: the model would change)."""
     for layer in layers:
+        if isinstance(layer.weight, nn.parameter.UninitializedParameter):
+            raise ZiCoUserError(
+                f"layer {layer.name!r} is lazy and has no weights yet (nn.Lazy* modules make them at the first "
+                "forward); run one forward first, e.g. model(inputs), then score")
         if layer.weight.dtype not in _KERNEL_DTYPES:
             raise ZiCoUserError(
                 f"layer {layer.name!r} has {str(layer.weight.dtype).replace('torch.', '')} weights; ZiCo scores "
