@@ -72,10 +72,11 @@ def select_layers(model: nn.Module, layers: LayerSelector = None,
             continue
         if is_computed_weight(module):
             raise ZiCoUserError(
-                f"layer {name!r} has a computed weight (a parametrization such as weight_norm or spectral_norm), "
-                "whose gradient autograd never stores in .grad, so ZiCo cannot read it; score a copy without it "
-                "(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'), or remove_weight_norm / "
-                "remove_spectral_norm for the old-style hooks), or leave the layer out with layers=<predicate>")
+                f"layer {name!r} has a computed weight (weight_norm, spectral_norm, a pruning mask or another "
+                "parametrization), whose gradient autograd never stores in .grad, so ZiCo cannot read it; score a "
+                "copy without it (torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'); "
+                "torch.nn.utils.prune.remove(module, 'weight'); remove_weight_norm / remove_spectral_norm for the "
+                "old-style hooks), or leave the layer out with layers=<predicate>")
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             skipped[name] = "has no weight tensor"
