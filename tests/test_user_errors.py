@@ -191,3 +191,20 @@ def test_lazy_layers_must_be_made_first_then_score_exactly():
     assert isinstance(model[0].weight, nn.parameter.UninitializedParameter)  # not made behind the user's back
     model(batches[0][0])
     assert zico_fast.zico_score(model, batches).score == pytest.approx(oracle_score(model, batches)[0], rel=1e-5)
+
+
+def test_a_weight_property_computed_from_parameters_is_an_error():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.raw = nn.Parameter(torch.randn(10, 3 * 9 * 7))
+
+        @property
+        def weight(self):
+            return self.raw * 2
+
+        def forward(self, x):
+            return F.linear(x.flatten(1), self.weight)
+
+    with pytest.raises(ZiCoUserError, match="layer '' has a computed weight"):
+        zico_fast.zico_score(Scaled(), make_batches(2), layers=(Scaled,))

@@ -70,16 +70,13 @@ def select_layers(model: nn.Module, layers: LayerSelector = None,
     for name, module in (named_modules_fast(model) if named is None else named):
         if not matches(name, module):
             continue
-        if is_computed_weight(module):
-            raise ZiCoUserError(
-                f"layer {name!r} has a computed weight (weight_norm, spectral_norm, a pruning mask or another "
-                "parametrization), whose gradient autograd never stores in .grad, so ZiCo cannot read it; score a "
-                "copy without it (torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'); "
-                "torch.nn.utils.prune.remove(module, 'weight'); remove_weight_norm / remove_spectral_norm for the "
-                "old-style hooks), or leave the layer out with layers=<predicate>")
+        if is_computed_weight(module):  # checked first: reading a parametrized weight runs it
+            raise computed_weight_error(name)
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             skipped[name] = "has no weight tensor"
+        elif not weight.is_leaf:  # e.g. a property computing the weight from parameters
+            raise computed_weight_error(name)
         elif id(weight) in owner_of:
             skipped[name] = f"shares its weight with {owner_of[id(weight)]!r} (counted once)"
         elif not weight.requires_grad:
@@ -103,6 +100,15 @@ def is_computed_weight(module: nn.Module) -> bool:
         return True
     weight = module.__dict__.get("weight")
     return isinstance(weight, torch.Tensor) and not isinstance(weight, nn.Parameter)
+
+
+def computed_weight_error(name: str) -> ZiCoUserError:
+    return ZiCoUserError(
+        f"layer {name!r} has a computed weight (weight_norm, spectral_norm, a pruning mask or another "
+        "parametrization), whose gradient autograd never stores in .grad, so ZiCo cannot read it; score a "
+        "copy without it (torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'); "
+        "torch.nn.utils.prune.remove(module, 'weight'); remove_weight_norm / remove_spectral_norm for the "
+        "old-style hooks), or leave the layer out with layers=<predicate>")
 
 
 def no_scorable_layer(layers: LayerSelector) -> ZiCoUserError:
