@@ -67,7 +67,7 @@ class ZiCo:
         self.model = model
         self.layers, self._skipped = _selected or select_layers(model, layers)
         if _selected is None:
-            check_weight_dtypes(self.layers)
+            check_weights_scorable(self.layers)
         self.release_grads = release_grads
         self.nonfinite = nonfinite
         self.stats = GradientStatistics(len(self.layers), int(bucket_mb * 2**20), num_batches)
@@ -147,7 +147,7 @@ def check_options(nonfinite: str, bucket_mb: float) -> None:
         raise ZiCoUserError(f"bucket_mb must be a number of megabytes >= 0, not {bucket_mb!r}")
 
 
-def check_weight_dtypes(layers: list[SelectedLayer]) -> None:
+def check_weights_scorable(layers: list[SelectedLayer]) -> None:
     """Refuse, before any pass, weights whose gradients the kernels do not take (float64 above all:
     the statistics follow the authors' float32 numpy arithmetic, so a float64 path would be another
     score), and lazy weights not made yet (the first forward would make them: the model would change)."""
@@ -237,7 +237,7 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
         raise ZiCoUserError("zico_score runs backward passes, which torch.inference_mode() forbids; call it "
                             "outside inference_mode (inside torch.no_grad() is fine: it enables gradients itself)")
     plan = model_plan(model, layers)
-    check_weight_dtypes(plan.layers)
+    check_weights_scorable(plan.layers)
     hazard = plan.cpu_layout_hazard()
     if hazard is not None:
         raise ZiCoUserError(
