@@ -88,9 +88,9 @@ def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
 
 
 def _add_space_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("mobilenet space")
+    g = p.add_argument_group("mobilenet space (refused for the others)")
     g.add_argument("--no-reslink", action="store_true", help="score without residual links (ZiCo's ImageNet search)")
-    g.add_argument("--bn-eps", type=float, default=1e-5, help="BatchNorm eps (ZiCo's ImageNet search: 1e-3)")
+    g.add_argument("--bn-eps", type=_positive_float, help="BatchNorm eps (None: 1e-5; ZiCo's ImageNet search: 1e-3)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,7 +56,10 @@ def _space(args, name: str):
 
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     if name == "mobilenet":
-        options.update(resolution=args.resolution or 224, no_reslink=args.no_reslink, bn_eps=args.bn_eps)
+        options.update(resolution=args.resolution or 224, no_reslink=args.no_reslink,
+                       bn_eps=1e-5 if args.bn_eps is None else args.bn_eps)
+    elif args.no_reslink or args.bn_eps is not None:  # would be ignored: say so rather than score without them
+        raise ZiCoUserError(f"--no-reslink and --bn-eps shape the mobilenet space only, not {name}; leave them out")
     elif args.resolution is not None:
         options["resolution"] = args.resolution
     try:
@@ -163,6 +166,9 @@ def score(args) -> int:
         _writable_folder(out.parent).mkdir(parents=True, exist_ok=True)
     cost = None
     if args.model:
+        if args.space or args.no_reslink or args.bn_eps is not None:
+            raise ZiCoUserError("--space, --no-reslink and --bn-eps describe a space's networks, and --model "
+                                "builds its own; leave them out")
         factory, network = load_factory(args.model), args.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed(args.seed, f"model:{args.model}"))
