@@ -2,6 +2,7 @@
 those of each backward's own gradient (also when .grad accumulates); torch.compile'd models."""
 import contextlib
 import copy
+import math
 
 import pytest
 import torch
@@ -72,6 +73,23 @@ def test_entering_the_same_zico_again_adds_to_its_statistics():
                 F.cross_entropy(model(x), y).backward()
     assert zico.result().num_batches == 4
     assert zico.result().score == pytest.approx(oracle_score(model, batches)[0], rel=1e-5)
+
+
+def test_loss_scaling_a_power_of_two_keeps_the_score_and_an_overflow_never_stops_training():
+    model, batches = Net(), make_batches(3, seed=7)
+
+    def record(scales, nonfinite="raise"):
+        with zico_fast.ZiCo(model, nonfinite=nonfinite) as zico:
+            for (x, y), scale in zip(batches, scales):
+                model.zero_grad()
+                (F.cross_entropy(model(x), y) * scale).backward()  # as a GradScaler scales the loss
+        return zico
+
+    assert record([2.0**16] * 3).result().score == record([1.0] * 3).result().score
+    overflowed = record([1.0, float("inf"), 1.0])  # every backward returned: training went on
+    with pytest.raises(zico_fast.NonFiniteGradientError, match="in batch 1"):
+        overflowed.result()
+    assert math.isnan(record([1.0, float("inf"), 1.0], nonfinite="nan").result().score)
 
 
 def test_release_grads_frees_scored_grads():
