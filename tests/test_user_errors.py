@@ -208,3 +208,18 @@ def test_a_weight_property_computed_from_parameters_is_an_error():
 
     with pytest.raises(ZiCoUserError, match="layer '' has a computed weight"):
         zico_fast.zico_score(Scaled(), make_batches(2), layers=(Scaled,))
+
+
+def test_zico_told_two_batches_scores_two_and_refuses_a_third():
+    model, batches = Net(), make_batches(3)
+
+    def record(count):
+        with zico_fast.ZiCo(model, num_batches=2) as zico:
+            for x, y in batches[:count]:
+                model.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+        return zico
+
+    assert record(2).result().score == pytest.approx(oracle_score(model, batches[:2])[0], rel=1e-5)
+    with pytest.raises(ZiCoUserError, match="third gradient.*pass the right num_batches"):
+        record(3)

@@ -7,6 +7,7 @@ from collections import defaultdict
 import torch
 
 from zico_fast import _ops
+from zico_fast.errors import ZiCoUserError
 
 NO_BAD_BATCH = 2**31 - 1  # bad_batch flag value meaning "every gradient so far was finite"
 
@@ -85,9 +86,9 @@ class GradientStatistics:
             self.count[index] = 1
             return
         if index in self._pair_sums:
-            raise RuntimeError(
-                "zico_fast: a weight received a third gradient after ZiCo was told there are only 2 "
-                "batches; pass the right num_batches (or None) to ZiCo"
+            raise ZiCoUserError(
+                "a weight received a third gradient after ZiCo was told there are only 2 batches; pass the "
+                "right num_batches (or None) to ZiCo"
             )
         grad = self._match_layout(grad, self.shift[index])
         with self._lock:
