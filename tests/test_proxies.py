@@ -53,6 +53,13 @@ def test_model_is_handed_back_unchanged_and_without_hooks():
     assert all(not getattr(p, "_post_accumulate_grad_hooks", None) for p in net.parameters())
 
 
+def test_every_proxy_is_the_same_inside_no_grad():
+    net, data = model(ARCHS[0]), batches()
+    plain = compute(net, data, "all", cost=SPACE.cost(ARCHS[0]))
+    with torch.no_grad():  # e.g. called from evaluation code
+        assert compute(net, data, "all", cost=SPACE.cost(ARCHS[0])) == plain
+
+
 def _weights(net):
     return [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
