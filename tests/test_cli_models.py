@@ -40,3 +40,30 @@ def test_broken_user_model_is_one_line(name, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message.format(path=path) in err and err.count("\n") == 1 and "Traceback" not in err
     assert path.read_text() == source
+
+
+@pytest.mark.parametrize("allocate", ["cpu", "cuda-like"])
+def test_out_of_memory_is_one_line(allocate, monkeypatch, capsys):
+    import torch
+    from zico_fast import commands
+
+    def score(args):
+        if allocate == "cpu":  # a real failed allocation: 1 EiB is beyond any machine's address space
+            torch.empty(2**60, dtype=torch.uint8)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    monkeypatch.setattr(commands, "score", score)
+    assert main(["score", "--index", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: out of memory (" in err and "smaller --batch-size" in err
+
+
+def test_other_runtime_errors_still_show_their_traceback(monkeypatch):
+    from zico_fast import commands
+
+    def score(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(commands, "score", score)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["score", "--index", "3"])

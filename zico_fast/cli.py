@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_out_of_memory(error: BaseException) -> bool:
+    """An allocation the machine cannot serve: CUDA's OutOfMemoryError, the CPU allocator's
+    RuntimeError ("can't allocate memory"), or Python's MemoryError."""
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
+            or "can't allocate memory" in str(error))
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"zico-fast: warning: {message}", file=sys.stderr)
 
@@ -186,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ZiCoUserError as error:
         print(f"zico-fast {args.command_name}: error: {error}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        if not _is_out_of_memory(error):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"zico-fast {args.command_name}: error: out of memory ({reason}); score a smaller network, "
+              "use a smaller --batch-size, or a machine with more memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.command_name != "score":
