@@ -80,10 +80,14 @@ def test_search_writes_outputs_and_resumes(tmp_path, capsys):
 def test_outputs_the_disk_refuses_leave_a_complete_log_to_rerun_from(tmp_path, capsys):
     args = ["search", "--space", "nb201", "--iterations", "3", "--population", "2", "--out", str(tmp_path),
             "--no-progress", *SMALL]
+    assert main(args[:4] + ["2"] + args[5:]) == 0  # a first run: the folder and its log are this command's
+    (tmp_path / "best.json").unlink()
     (tmp_path / "best.json").mkdir()  # best.json cannot be written: as a full disk would refuse it
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "cannot write the outputs in" in err and "run the same command again" in err and err.count("\n") == 1
+    capsys.readouterr()
+    assert main(args) == 2  # extends the run to 3 iterations, then fails to write the outputs
+    resuming, error = capsys.readouterr().err.splitlines()
+    assert resuming.startswith("resuming the search logged in")
+    assert "cannot write the outputs in" in error and "run the same command again" in error
     log = (tmp_path / "search.jsonl").read_text()
     (tmp_path / "best.json").rmdir()
     assert main(args) == 0 and json.loads((tmp_path / "best.json").read_text())["iterations"] == 3
@@ -124,6 +128,15 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert user_file.read_text() == "the user's own"
+
+
+@pytest.mark.parametrize("command, theirs", [("search", "best.json"), ("correlate", "report.json")])
+def test_user_files_named_like_outputs_are_never_overwritten(command, theirs, tmp_path, capsys):
+    (tmp_path / theirs).write_text("the user's own")
+    assert main([command, "--out", str(tmp_path), "--no-progress", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert f"already holds {theirs} but no" in err and "would overwrite it" in err and err.count("\n") == 1
+    assert (tmp_path / theirs).read_text() == "the user's own" and sorted(tmp_path.iterdir()) == [tmp_path / theirs]
 
 
 def test_resume_with_other_settings_exits_2(tmp_path, capsys):

@@ -7,7 +7,6 @@ import importlib.util
 import inspect
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,24 +16,10 @@ import torch
 from zico_fast.engine import (build_seeded, check_device, evaluate, init_seed, make_backend, record as repro_record,
                               torch_settings)
 from zico_fast.errors import ZiCoUserError
+from zico_fast.out_folder import run_folder, writable_folder, write_outputs
 from zico_fast.proxies.registry import engine_names
 
 SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
-
-
-def _writable_folder(folder: Path, flag: str = "--out") -> Path:
-    """Check, before any work and without writing anything, that `folder` is or can become a folder
-    this process writes in (the run makes it only once its inputs have passed their checks)."""
-    if folder.exists() and not folder.is_dir():
-        raise ZiCoUserError(f"{flag} {folder} is a file, not a folder; give a folder name")
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ZiCoUserError(f"cannot make {flag} folder {folder}: {existing} is a file; give another folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ZiCoUserError(f"cannot write in {existing} (for {flag} {folder}); give a folder you can write to")
-    return folder
 
 
 def _check_common(args) -> torch.device:
@@ -96,15 +81,6 @@ def data_info(args, resolution) -> dict:
             "resolution": resolution}
 
 
-def _write_outputs(write, result, out: Path, data: dict, log: Path) -> list[str]:
-    """The summary files of a finished run; if the disk refuses them, the complete log still holds the run."""
-    try:
-        return write(result, out, data)
-    except OSError as error:
-        raise ZiCoUserError(f"cannot write the outputs in {out} ({error.strerror or error}); the run itself is "
-                            f"complete in {log}: make room and run the same command again to write them") from None
-
-
 def load_factory(spec: str):
     """The zero-argument callable named by 'module:factory' or 'path/to/file.py:factory'."""
     target, sep, attr = spec.rpartition(":")
@@ -163,7 +139,7 @@ def score(args) -> int:
     if out is not None:  # fail (or make the folder) before the work, not after
         if out.is_dir():
             raise ZiCoUserError(f"--out {out} is a folder; give a file name such as {out / 'score.json'}")
-        _writable_folder(out.parent).mkdir(parents=True, exist_ok=True)
+        writable_folder(out.parent).mkdir(parents=True, exist_ok=True)
     cost = None
     if args.model:
         if args.space or args.no_reslink or args.bn_eps is not None:
@@ -237,13 +213,13 @@ def score(args) -> int:
 
 
 def search(args) -> int:
-    from zico_fast.reporting import write_search_outputs
+    from zico_fast.reporting import SEARCH_OUTPUTS, write_search_outputs
     from zico_fast.search import search as run_search
 
     device = _check_common(args)
     space = _space(args, args.space)
     batches = _batches(args, space.num_classes, space.resolution)
-    out = _writable_folder(Path(args.out))
+    out = run_folder(Path(args.out), SEARCH_LOG, SEARCH_OUTPUTS)
     log = out / SEARCH_LOG
     if log.exists():
         print(f"resuming the search logged in {log}", file=sys.stderr)
@@ -252,7 +228,7 @@ def search(args) -> int:
                         max_flops=args.max_flops, max_params=args.max_params, max_depth=args.max_depth,
                         log_path=log, device=device, workers=args.workers, threads=args.threads, backend=_backend(args),
                         proxies=engine_names(args.proxies)[0], fitness=args.fitness, progress=not args.no_progress)
-    names = _write_outputs(write_search_outputs, result, out, data_info(args, space.resolution), log)
+    names = write_outputs(write_search_outputs, result, out, data_info(args, space.resolution), log)
     if result.best_arch is None:
         print(f"no candidate could be scored ({result.failed} failed); see {log}", file=sys.stderr)
         return 1
@@ -266,21 +242,21 @@ def search(args) -> int:
 
 def correlate(args) -> int:
     from zico_fast.correlate import correlate as run_correlate
-    from zico_fast.reporting import write_correlate_outputs
+    from zico_fast.reporting import CORRELATE_OUTPUTS, write_correlate_outputs
     if importlib.util.find_spec("scipy") is None:  # before any work
         raise ZiCoUserError("correlate needs scipy: pip install 'zico_fast[validate]'")
     device = _check_common(args)
     space = _space(args, args.space)
     compare = None if args.compare is None else [c.strip() for c in args.compare.split(",") if c.strip()]
     batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r) for r in range(args.repeats)]
-    out = _writable_folder(Path(args.out))
+    out = run_folder(Path(args.out), CORRELATE_LOG, CORRELATE_OUTPUTS)
     result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=args.truth,
                            truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
                            device=device, threads=args.threads, workers=args.workers, backend=_backend(args),
                            proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
                            report_only=args.report_only)
     data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
-    names = _write_outputs(write_correlate_outputs, result, out, data, out / CORRELATE_LOG)
+    names = write_outputs(write_correlate_outputs, result, out, data, out / CORRELATE_LOG)
     c = result.report["correlations"]
 
     def two(name):

@@ -61,6 +61,11 @@ def best_summary(result, data: dict | None = None) -> dict:
             "settings": result.settings, "data": data}
 
 
+# The files a finished run writes beside its log, in writing order.
+SEARCH_OUTPUTS = ("best.json", "candidates.csv", "search.png")
+CORRELATE_OUTPUTS = ("report.json", "summary.md", "scatter.png")
+
+
 def write_search_outputs(result, out: Path, data: dict | None = None) -> list[str]:
     """best.json, candidates.csv (one row per logged candidate), then search.png; returns the names."""
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +77,7 @@ def write_search_outputs(result, out: Path, data: dict | None = None) -> list[st
         writer.writerows(result.records)
     os.replace(tmp, out / "candidates.csv")
     _plot(search_plot, out / "search.png", result.history, result.settings.get("strategy", ""), result.best_score)
-    return ["best.json", "candidates.csv", "search.png"]
+    return list(SEARCH_OUTPUTS)
 
 
 def write_correlate_outputs(result, out: Path, data: dict | None = None) -> list[str]:
@@ -86,7 +91,7 @@ def write_correlate_outputs(result, out: Path, data: dict | None = None) -> list
     z = report["correlations"]["zico"]
     _plot(scatter_plot, out / "scatter.png", result.zico, result.truth, report["truth_column"],
           z["kendall_tau"], z["spearman"])
-    return ["report.json", "summary.md", "scatter.png"]
+    return list(CORRELATE_OUTPUTS)
 
 
 def _num(value, digits: int = 3) -> str:
