@@ -90,7 +90,7 @@ def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
 def _add_space_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mobilenet space (refused for the others)")
     g.add_argument("--no-reslink", action="store_true", help="score without residual links (ZiCo's ImageNet search)")
-    g.add_argument("--bn-eps", type=_positive_float, help="BatchNorm eps (None: 1e-5; ZiCo's ImageNet search: 1e-3)")
+    g.add_argument("--bn-eps", type=_positive_float, help="BatchNorm eps (None: the space's 1e-5; ZiCo's ImageNet search: 1e-3)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
         if not _is_out_of_memory(error):
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         print(f"zico-fast {args.command_name}: error: out of memory ({reason}); score a smaller network, "
               "use a smaller --batch-size, or a machine with more memory", file=sys.stderr)
         return 2

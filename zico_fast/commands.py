@@ -41,8 +41,9 @@ def _space(args, name: str):
 
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
     if name == "mobilenet":
-        options.update(resolution=args.resolution or 224, no_reslink=args.no_reslink,
-                       bn_eps=1e-5 if args.bn_eps is None else args.bn_eps)
+        options.update(resolution=args.resolution or 224, no_reslink=args.no_reslink)
+        if args.bn_eps is not None:  # else the space's own default
+            options["bn_eps"] = args.bn_eps
     elif args.no_reslink or args.bn_eps is not None:  # would be ignored: say so rather than score without them
         raise ZiCoUserError(f"--no-reslink and --bn-eps shape the mobilenet space only, not {name}; leave them out")
     elif args.resolution is not None:
