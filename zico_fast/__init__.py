@@ -15,7 +15,8 @@ from zico_fast._ops import has_cuda_kernels  # noqa: E402
 from zico_fast.layers import DEFAULT_LAYER_TYPES, select_layers  # noqa: E402
 from zico_fast.errors import DataError, ZiCoUserError  # noqa: E402
 from zico_fast.scorer import NonFiniteGradientError, ZeroSpreadWarning, ZiCo, ZiCoResult, zico_score  # noqa: E402
+from zico_fast.parallel import Scorer  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["zico_score", "ZiCo", "ZiCoResult", "NonFiniteGradientError", "ZeroSpreadWarning", "ZiCoUserError",
+__all__ = ["zico_score", "ZiCo", "Scorer", "ZiCoResult", "NonFiniteGradientError", "ZeroSpreadWarning", "ZiCoUserError",
            "DataError", "select_layers", "DEFAULT_LAYER_TYPES", "has_cuda_kernels"]
