@@ -161,6 +161,10 @@ void init_weights_(at::TensorList uniform, at::ArrayRef<double> bounds, at::Tens
               bounds.size(), " bounds");
   TORCH_CHECK(constant.size() == values.size(), "init_weights_: ", constant.size(), " constant tensors but ",
               values.size(), " values");
+  // Without a tensor there is no device to pick (and constant[0] would read past an empty list).
+  TORCH_CHECK(!uniform.empty() || !constant.empty(),
+              "init_weights_: both tensor lists are empty; pass at least one tensor "
+              "(zico_fast._ops.init_weights_ skips the call when there is nothing to initialise)");
   const at::Tensor& first = uniform.empty() ? constant[0] : uniform[0];
   const at::Device device = first.device();
   check_targets(uniform, "uniform", device);

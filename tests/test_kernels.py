@@ -1,5 +1,7 @@
 """The compiled ops against the float64 oracle, on fresh random gradients of awkward sizes."""
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,6 +118,19 @@ def test_bad_arguments_raise_clear_errors():
         _ops.pair_ratio_sums([torch.randn(4, 4).t()], [torch.randn(4, 4)], flag, 1)
     with pytest.raises(RuntimeError, match="at least 2 samples"):
         _ops.ratio_sums(g, g, g, 1)
+
+
+def test_init_weights_with_no_tensors_is_refused_in_cpp():
+    # Both lists empty used to read constant[0] of an empty list (a segfault through torch.ops).
+    # In a child process, so that a regression crashes the child, not the test session.
+    code = ("import torch, zico_fast\n"
+            "try:\n"
+            "    torch.ops.zico_fast.init_weights_([], [], [], [], 0)\n"
+            "except RuntimeError as error:\n"
+            "    print(str(error).splitlines()[0])\n")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert "init_weights_: both tensor lists are empty" in child.stdout
 
 
 def _opcheck_samples(device):
