@@ -49,10 +49,15 @@ def _positive_float(text: str) -> float:
 def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
     """The options every command shares, with the same defaults everywhere."""
     g = p.add_argument_group("data and reproducibility (shared by score, search and correlate)")
+    g.add_argument("--dataset", choices=("cifar10", "cifar100"), default=None,
+                   help="picks together the bundled images (1,024 of CIFAR-10, 2,000 of CIFAR-100), the classifier's "
+                        "outputs (10 or 100), the normalisation and correlate's accuracy column (cifar10_test_acc or "
+                        "cifar100_test_acc); None: cifar10, with the space's own outputs (mobilenet: 1000)")
     g.add_argument("--data", default=None, metavar="SOURCE",
-                   help="images: 'bundled' (1,024 real CIFAR-10 images), a .npz with x and y (uint8 pixels are "
-                        "divided by 255, float pixels are taken as given in [0, 1]), a folder of class sub-folders, "
-                        "or torchvision:<Dataset>:<root>; None means bundled")
+                   help="other images, replacing only the bundled ones (--dataset still sets the outputs, the "
+                        "normalisation and the accuracy column): a .npz with x and y (uint8 pixels are divided by 255, "
+                        "float pixels are taken as given in [0, 1]), a folder of class sub-folders, "
+                        "torchvision:<Dataset>:<root>, or 'bundled'; None means bundled")
     g.add_argument("--synthetic", action="store_true",
                    help="random normal images and labels instead of real data (changes the ranking)")
     g.add_argument("--batch-size", type=positive, default=128, help="images per batch (the paper: 128)")
@@ -61,7 +66,9 @@ def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
     g.add_argument("--data-seed", type=int, default=0, help="which images are drawn")
     g.add_argument("--resolution", type=positive, default=None,
                    help="image size (None: the space's, 32 for nb201/nb101, 224 for mobilenet; as-is for --model)")
-    g.add_argument("--num-classes", type=positive, default=None, help="classifier outputs (None: the space's)")
+    g.add_argument("--num-classes", type=positive, default=None,
+                   help="classifier outputs (None: --dataset's, else the space's); with the bundled images or "
+                        "--dataset it must equal the data set's class count")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
     g.add_argument("--seed", type=int, default=0,
                    help="initial weights come from (seed, architecture): the same network scores the same in "
@@ -148,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Scores a benchmark's architectures and reports Kendall tau and Spearman rho "
                                      "against its ground truth.")
     cor.add_argument("--space", choices=tuple(SPACES), default="nb201")
-    cor.add_argument("--truth", default=None, metavar="CSV",
-                     help="arch_index, arch_string and the truth column (None: the space's bundled dev CSV)")
+    cor.add_argument("--truth", default=None, metavar="CSV|TABLE",
+                     help="a CSV with arch_index, arch_string and the truth column, or a bundled table: nb201-dev "
+                          "(725 rows), nb101-dev (300 NASLib-sampled cells), nb101-uniform (1,000 cells drawn "
+                          "uniformly); None: the space's -dev table")
     cor.add_argument("--truth-column", default=None,
-                     help="ground-truth column (default: cifar10_test_acc; for nb101 cifar10_val_acc, the only "
-                          "accuracy its bundled table has)")
+                     help="ground-truth column (None: <dataset>_test_acc; for nb101 cifar10_val_acc, the only "
+                          "accuracy its tables have); a column of the other CIFAR data set is refused")
     cor.add_argument("--compare", default=None, metavar="COLS",
                      help="comma-separated columns of other proxies' scores (None: every naslib_* column)")
     cor.add_argument("--sample", type=positive, default=None, metavar="K", help="score K random rows (None: all)")

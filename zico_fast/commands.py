@@ -25,7 +25,25 @@ SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
 def _check_common(args) -> torch.device:
     if args.synthetic and args.data is not None:
         raise ZiCoUserError("--synthetic and --data exclude each other: synthetic images replace the data")
+    _dataset_classes(args)
     return check_device(args.device, on_this_machine=getattr(args, "backend", "local") == "local")
+
+
+def _dataset_classes(args) -> int | None:
+    """The outputs --dataset gives the network (None: the space's own), refusing a --num-classes that
+    disagrees with the data set named, or with the bundled images' (--data alone leaves it free)."""
+    from zico_fast.data import DATASETS, DEFAULT_DATASET
+
+    dataset = DATASETS[args.dataset or DEFAULT_DATASET]
+    fixed = args.dataset is not None or (args.data in (None, "bundled") and not args.synthetic)
+    if fixed and args.num_classes is not None and args.num_classes != dataset.num_classes:
+        if args.dataset:
+            raise ZiCoUserError(f"--dataset {dataset.name} has {dataset.num_classes} classes, but --num-classes is "
+                                f"{args.num_classes}; leave --num-classes out (the data set sets it)")
+        raise ZiCoUserError(f"the bundled images (--dataset {dataset.name}) have {dataset.num_classes} classes, but "
+                            f"--num-classes is {args.num_classes}; leave --num-classes out, pass --dataset cifar100 "
+                            "for CIFAR-100, or give your own images with --data")
+    return dataset.num_classes if args.dataset else None
 
 
 def _backend(args):
@@ -39,7 +57,8 @@ def _backend(args):
 def _space(args, name: str):
     from zico_fast.spaces import get_space
 
-    options = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    num_classes = args.num_classes or _dataset_classes(args)
+    options = {} if num_classes is None else {"num_classes": num_classes}
     if name == "mobilenet":
         options.update(resolution=args.resolution or 224, no_reslink=args.no_reslink)
         if args.bn_eps is not None:  # else the space's own default
@@ -66,7 +85,8 @@ def _batches(args, num_classes, resolution, data_seed=None):
 
     try:
         batches = make_batches(args.data, args.batch_size, args.batches, args.data_seed if data_seed is None else data_seed,
-                               "cpu", synthetic=args.synthetic, num_classes=num_classes or 10, resolution=resolution)
+                               "cpu", synthetic=args.synthetic, num_classes=num_classes or 10, resolution=resolution,
+                               dataset=args.dataset or "cifar10")
     except (FileNotFoundError, NotADirectoryError, PermissionError) as error:
         raise ZiCoUserError(str(error)) from None
     top = max(int(y.max()) for _, y in batches)
@@ -78,8 +98,8 @@ def _batches(args, num_classes, resolution, data_seed=None):
 
 def data_info(args, resolution) -> dict:
     source = "synthetic" if args.synthetic else str(args.data or "bundled")
-    return {"source": source, "batch_size": args.batch_size, "batches": args.batches, "data_seed": args.data_seed,
-            "resolution": resolution}
+    return {"source": source, "dataset": args.dataset or "cifar10", "batch_size": args.batch_size,
+            "batches": args.batches, "data_seed": args.data_seed, "resolution": resolution}
 
 
 def load_factory(spec: str):
@@ -255,7 +275,7 @@ def correlate(args) -> int:
                            truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
                            device=device, threads=args.threads, workers=args.workers, backend=_backend(args),
                            proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
-                           report_only=args.report_only)
+                           report_only=args.report_only, dataset=args.dataset or "cifar10")
     data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
     names = write_outputs(write_correlate_outputs, result, out, data, out / CORRELATE_LOG)
     c = result.report["correlations"]

@@ -26,7 +26,7 @@ from zico_fast.engine.run_log import RunLog, RunLogError, read_run_log, settings
 from zico_fast.engine.seeding import init_seed
 from zico_fast.errors import ZiCoUserError
 from zico_fast.ranking import rank_correlations, stability_summary, warn_if_few
-from zico_fast.truth import Truth, bundled_truth, default_truth_column, load_truth, sample_rows
+from zico_fast.truth import Truth, check_column_dataset, default_truth_column, load_truth, resolve_truth, sample_rows
 
 
 class CorrelateError(ZiCoUserError):
@@ -44,10 +44,12 @@ class CorrelateResult:
 def correlate(space, batch_sets: Sequence, *, log_path, truth=None, truth_column: str | None = None,
               compare: Sequence[str] | None = None, sample: int | None = None, seed: int = 0, device="cpu",
               threads: int | None = None, workers: int = 1, backend=None, proxies=DEFAULT_PROXIES,
-              progress: bool = False, report_only: bool = False) -> CorrelateResult:
+              progress: bool = False, report_only: bool = False, dataset: str = "cifar10") -> CorrelateResult:
     """Scores `sample` rows (None: all) of the ground-truth CSV `truth` on every batch set of
     `batch_sets` (several: a stability study over batch draws), logging each to `log_path`.
-    `truth` None: the space's bundled table; `truth_column` None: that space's default accuracy column.
+    `truth` None: the space's bundled table, or a bundled table's name (truth.BUNDLED_TABLES, e.g.
+    "nb101-uniform"); `truth_column` None: that space's accuracy column for `dataset`, the data set
+    the batches come from (a column of the other CIFAR data set is refused).
 
     report_only=True scores nothing: it reports on the rows a run with these settings has logged so
     far (the log is only read, so a run still writing it is not disturbed); the report says how many."""
@@ -56,11 +58,12 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=None, truth_column
                              "between batches)")
     device = check_device(device, on_this_machine=not getattr(backend, "remote", False))
     threads = check_threads(threads or 1)
-    if truth is None:
-        truth = bundled_truth(space.name)
-    if truth_column is None:
-        truth_column = default_truth_column(space.name)
-    table = truth if isinstance(truth, Truth) else load_truth(truth, space, truth_column, compare)
+    if isinstance(truth, Truth):
+        table = truth
+    else:
+        column = truth_column or default_truth_column(space.name, dataset)
+        table = load_truth(resolve_truth(truth, space.name), space, column, compare)
+    check_column_dataset(table.column, dataset)
     rows = sample_rows(table.rows, sample, seed)
     indices = ",".join(str(r.arch_index) for r in rows)
     settings = {"space": space.settings(), "truth": {"column": table.column, "sha256": table.sha256},

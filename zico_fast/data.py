@@ -1,32 +1,59 @@
-"""Image data for scoring: the bundled real CIFAR-10 sample, .npz files, image folders, torchvision."""
+"""Image data for scoring: the bundled real CIFAR-10 and CIFAR-100 samples, .npz files, image folders, torchvision."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from zico_fast.errors import DataError
+from zico_fast.errors import DataError, ZiCoUserError
 
-BUNDLED = Path(__file__).parent / "data" / "cifar10_sample.npz"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-def load_images(source: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Dataset:
+    """What a data set name fixes together: the images shipped for it, the classifier's outputs and
+    the per-channel normalisation (of the whole training set, as NAS benchmarks trained with)."""
+    name: str
+    bundle: Path
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+_DATA = Path(__file__).parent / "data"
+DATASETS = {
+    # 1,024 real CIFAR-10 training images (data/README.md)
+    "cifar10": Dataset("cifar10", _DATA / "cifar10_sample.npz", 10, CIFAR_MEAN, CIFAR_STD),
+    # 2,000 real CIFAR-100 training images, 20 per fine label, stored class by class (draws are random)
+    "cifar100": Dataset("cifar100", _DATA / "cifar100_sample.npz", 100,
+                        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+DEFAULT_DATASET = "cifar10"
+
+
+def get_dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise ZiCoUserError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_images(source: str | Path | None = None, dataset: str = DEFAULT_DATASET) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, H, W, 3], labels int64 [N]) from `source`.
 
-    source: None or "bundled" (1,024 real CIFAR-10 images shipped in the package); a `.npz` with
-    arrays `x` ([N, H, W, 3] or [N, 3, H, W]) and `y`; a folder with one sub-folder of
-    images per class; or "torchvision:<Dataset>:<root>" for a dataset already on disk.
+    source: None or "bundled" (the real images shipped for `dataset`: 1,024 of CIFAR-10, 2,000 of
+    CIFAR-100); a `.npz` with arrays `x` ([N, H, W, 3] or [N, 3, H, W]) and `y`; a folder with one
+    sub-folder of images per class; or "torchvision:<Dataset>:<root>" for a dataset already on disk.
     Pixel scale goes by dtype: uint8 images are 0-255, float images are taken as given (0-1).
     Images come back as stored (uint8 or float); `make_batches` scales them.
     """
     if source is None or str(source) == "bundled":
-        return _load_npz(BUNDLED)
+        return _load_npz(get_dataset(dataset).bundle)
     text = str(source)
     if text.startswith("torchvision:"):
         return _load_torchvision(text)
@@ -114,8 +141,12 @@ def _load_torchvision(spec: str) -> tuple[np.ndarray, np.ndarray]:
 
 def make_batches(source: str | Path | None = None, batch_size: int = 128, num_batches: int = 2,
                  seed: int = 0, device: str | torch.device = "cpu", synthetic: bool = False,
-                 num_classes: int = 10, resolution: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`num_batches` disjoint batches drawn with `seed`, normalised with CIFAR statistics.
+                 num_classes: int = 10, resolution: int | None = None,
+                 dataset: str = DEFAULT_DATASET) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`num_batches` disjoint batches drawn with `seed`, normalised with `dataset`'s statistics.
+
+    dataset ("cifar10" or "cifar100", see DATASETS) picks the bundled images when `source` is None
+    and the normalisation of any real images; the caller's network needs its num_classes outputs.
 
     synthetic=True gives random normal images and labels instead (never implied: real data is
     the default because ZiCo's ranking depends on it). `resolution` resizes (bilinear). uint8
@@ -131,7 +162,7 @@ def make_batches(source: str | Path | None = None, batch_size: int = 128, num_ba
         x = torch.randn(needed, 3, size, size, generator=generator)
         y = torch.randint(0, num_classes, (needed,), generator=generator)
     else:
-        images, labels = load_images(source)
+        images, labels = load_images(source, dataset)
         if needed > len(images):
             raise DataError(f"{num_batches} batches of {batch_size} need {needed} images but the data has "
                              f"{len(images)}; use fewer or smaller batches, or more data")
@@ -139,8 +170,9 @@ def make_batches(source: str | Path | None = None, batch_size: int = 128, num_ba
         x = torch.from_numpy(images[pick]).permute(0, 3, 1, 2).float().contiguous()
         if images.dtype == np.uint8:
             x.div_(255)
-        mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+        stats = get_dataset(dataset)
+        mean = torch.tensor(stats.mean).view(1, 3, 1, 1)
+        std = torch.tensor(stats.std).view(1, 3, 1, 1)
         x = (x - mean) / std
         y = torch.from_numpy(labels[pick])
         if resolution is not None and resolution != x.shape[-1]:

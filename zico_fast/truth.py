@@ -13,9 +13,15 @@ from typing import Sequence
 from zico_fast.errors import ZiCoUserError
 
 DEFAULT_TRUTH_COLUMN = "cifar10_test_acc"
-# NAS-Bench-101's bundled table has CIFAR-10 validation accuracy only (NASLib's NB101 data holds no test split).
-SPACE_TRUTH_COLUMNS = {"nb101": "cifar10_val_acc"}
+# NAS-Bench-101's tables have CIFAR-10 validation accuracy only (neither source holds a test split).
+SPACE_TRUTH_COLUMNS = {("nb101", "cifar10"): "cifar10_val_acc"}
+SPACES_WITHOUT_CIFAR100 = {"nb101": "NAS-Bench-101 was trained on CIFAR-10 only"}
 COMPARE_PREFIX = "naslib_"
+# Other columns compared by default: NAS-Bench-101's own parameter count (nb101_uniform_dev.csv).
+COMPARE_COLUMNS = ("nb101_trainable_params",)
+# The tables shipped in zico_fast/data, by the name `--truth` accepts: name -> (space, file).
+BUNDLED_TABLES = {"nb201-dev": ("nb201", "nb201_dev.csv"), "nb101-dev": ("nb101", "nb101_dev.csv"),
+                  "nb101-uniform": ("nb101", "nb101_uniform_dev.csv")}
 
 
 class TruthError(ZiCoUserError):
@@ -59,8 +65,8 @@ def load_truth(path: str | Path, space, truth_column: str = DEFAULT_TRUTH_COLUMN
 
     Every arch_string must be valid in `space` and (where the space numbers its architectures) name
     the architecture its arch_index says.  `compare`: columns holding other proxies' scores (None:
-    every column starting with "naslib_"); an empty cell there is a missing score (NaN), text is an
-    error.  Raises TruthError with the file, line and what is wrong.
+    every column starting with "naslib_", and nb101_trainable_params); an empty cell there is a
+    missing score (NaN), text is an error.  Raises TruthError with the file, line and what is wrong.
     """
     path = Path(path)
     if not path.is_file():
@@ -79,7 +85,7 @@ def load_truth(path: str | Path, space, truth_column: str = DEFAULT_TRUTH_COLUMN
     if missing:
         raise TruthError(f"{path} lacks column(s) {', '.join(missing)}; its columns are: {', '.join(header)}")
     if compare is None:
-        compare_columns = [c for c in header if c.startswith(COMPARE_PREFIX)]
+        compare_columns = [c for c in header if c.startswith(COMPARE_PREFIX) or c in COMPARE_COLUMNS]
     else:
         compare_columns = [c for c in compare if c]
         unknown = [c for c in compare_columns if c not in header]
@@ -131,9 +137,38 @@ def sample_rows(rows: Sequence[TruthRow], k: int | None, seed: int) -> list[Trut
     return [rows[i] for i in picked]
 
 
-def default_truth_column(space_name: str) -> str:
-    """The accuracy column correlate compares with when none is named: the bundled table's own."""
-    return SPACE_TRUTH_COLUMNS.get(space_name, DEFAULT_TRUTH_COLUMN)
+def default_truth_column(space_name: str, dataset: str = "cifar10") -> str:
+    """The accuracy column correlate compares with when none is named: the bundled table's column
+    for networks trained on `dataset`."""
+    if dataset != "cifar10" and space_name in SPACES_WITHOUT_CIFAR100:
+        raise TruthError(f"the {space_name} space has no {dataset} accuracies ({SPACES_WITHOUT_CIFAR100[space_name]}); "
+                         "use --dataset cifar10")
+    return SPACE_TRUTH_COLUMNS.get((space_name, dataset), f"{dataset}_test_acc")
+
+
+def check_column_dataset(column: str, dataset: str) -> None:
+    """Refuses a truth column that names the other CIFAR data set (cifar10_* with cifar100 images,
+    or cifar100_* with cifar10 images): scores on one data set ranked against the other's accuracy
+    answer a question nobody asked, and the numbers would look like the paper's column."""
+    named = {part for part in column.lower().split("_") if part in ("cifar10", "cifar100")}
+    if named and dataset not in named:
+        other = named.pop()
+        raise TruthError(f"truth column {column} holds {other} accuracies but the networks are scored on {dataset} "
+                         f"images; pass --dataset {other}, or a {dataset} column")
+
+
+def resolve_truth(truth: str | Path | None, space_name: str) -> Path:
+    """The CSV `truth` names: None is the space's bundled dev table, a name of BUNDLED_TABLES
+    (e.g. "nb101-uniform") that shipped table, anything else a path (./nb101-uniform for a file so named)."""
+    if truth is None:
+        return bundled_truth(space_name)
+    if str(truth) in BUNDLED_TABLES:
+        table_space, file = BUNDLED_TABLES[str(truth)]
+        if table_space != space_name:
+            raise TruthError(f"the bundled table {truth} holds {table_space} architectures, not {space_name}; "
+                             f"pass --space {table_space}")
+        return Path(__file__).parent / "data" / file
+    return Path(truth)
 
 
 def bundled_truth(space_name: str) -> Path:
