@@ -41,6 +41,7 @@ EXTRAS = {
     "validate": ["scipy", "matplotlib"],   # correlate: rank correlations and plots
     "test": ["pytest", "pytest-benchmark", "scipy"],
     "ray": ["ray>=2.9"],                   # --backend ray: scoring actors on a Ray cluster
+    "optuna": ["optuna>=3"],               # examples/optuna_nb201.py: an Optuna study scored by zico_fast.Scorer
 }
 EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "test" for dep in deps})
 
