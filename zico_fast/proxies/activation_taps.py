@@ -1,7 +1,9 @@
 """NASWOT and AZ-NAS's expressivity, progressivity and trainability from the first batch's forward.
 
-Forward hooks see the activations the ZiCo forward computes anyway. Trainability is the one proxy
-that needs more work: one vector-Jacobian product per block (see BlockTap).
+Forward hooks see the activations the ZiCo forward computes anyway; trainability is the one proxy
+that needs more work: one vector-Jacobian product per block (see BlockTap). The hooks keep tensors
+(no host sync; values are read once, in `values()`), never raise, and leave every output as it was.
+A proxy that cannot be computed is NaN, with the reason in the tap's `reasons`.
 """
 from __future__ import annotations
 
@@ -12,26 +14,30 @@ import torch
 from torch import nn
 
 from zico_fast.errors import ZiCoUserError
+from zico_fast.proxies.az_nas import (covariance_statistic, cross_moment_statistic, eigen_entropies,
+                                      pair_positions, trainability_terms)
+from zico_fast.proxies.tap import Tap
 
 BlockSelector = None | Sequence[nn.Module] | Callable[[nn.Module], Sequence[nn.Module]]
+AZ_NAS = ("expressivity", "progressivity", "trainability")
 
 
 def default_blocks(model: nn.Module) -> list[nn.Module]:
     """The elements of the longest nn.Sequential / nn.ModuleList nearest the model's root (NB201:
-    the cells, MobileNet space: the blocks): the trunk whose block outputs AZ-NAS measures."""
-    best, best_key = None, None
+    the cells, MobileNet space: the blocks): the trunk whose block outputs AZ-NAS measures.
+    [] when the model has none."""
+    best, best_key = [], None
     for name, module in model.named_modules():
         if isinstance(module, (nn.Sequential, nn.ModuleList)) and len(module) >= 2:
             key = (-(name.count(".") + 1 if name else 0), len(module))  # shallowest, then longest
             if best_key is None or key > best_key:
                 best, best_key = list(module), key
-    if best is None:
-        raise ZiCoUserError("the model has no nn.Sequential/nn.ModuleList of 2 or more blocks; pass "
-                            "blocks=[module, ...] (the modules whose outputs AZ-NAS should measure)")
     return best
 
 
 def resolve_blocks(model: nn.Module, blocks: BlockSelector) -> list[nn.Module]:
+    """The chosen blocks; [] when the default finds none (the AZ-NAS proxies are then NaN with that
+    reason). A selector the caller passed that gives no modules is their error."""
     if blocks is None:
         return default_blocks(model)
     chosen = list(blocks(model) if callable(blocks) else blocks)
@@ -40,7 +46,7 @@ def resolve_blocks(model: nn.Module, blocks: BlockSelector) -> list[nn.Module]:
     return chosen
 
 
-class NaswotTap:
+class NaswotTap(Tap):
     """K = sum over ReLU units of [codes agree], accumulated as Gram matrices of the binary codes.
 
     Several ReLUs often read the same tensor (NB201: every edge out of a node); its Gram matrix is
@@ -48,129 +54,169 @@ class NaswotTap:
     of the cost: K = sum_t m_t (2 C_t C_t^T - r_t 1^T - 1 r_t^T + D_t), C_t the 0/1 codes [B, D_t].
     """
 
+    proxies = ("naswot",)
+
     def __init__(self, model: nn.Module):
-        self.relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-        if not self.relus:
-            raise ZiCoUserError("naswot needs nn.ReLU modules (it reads their activation patterns); "
-                                "this model has none: leave naswot out")
-        self.active = False
+        super().__init__()
+        relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        if not relus:
+            self.fail("the model has no nn.ReLU modules (NASWOT reads their activation patterns)")
         self._seen: dict[int, list] = {}  # id(input) -> [input ref, multiplicity, K_t]; refs keep ids unique
         self.kernel: torch.Tensor | None = None
-        self._handles = [m.register_forward_hook(self._hook) for m in self.relus]
+        self._handles = [m.register_forward_hook(self.guarded(self._relu)) for m in relus]
 
-    def _hook(self, module, inputs, output) -> None:
-        if not self.active:
-            return
-        x = inputs[0]
+    def _relu(self, module, inputs, output) -> None:
+        x = inputs[0] if inputs else output
         entry = self._seen.get(id(x))
         if entry is not None and entry[0] is x:
             entry[1] += 1
             return
+        if output.dim() < 1:
+            return self.fail("a ReLU's output is a 0-d tensor, not a batch")
         with torch.no_grad():
-            codes = (output.detach() > 0).flatten(1).to(torch.float32)  # 0/1: float32 sums exact below 2^24
+            codes = (output.detach() > 0).reshape(output.shape[0], -1).to(torch.float32)  # 0/1: exact below 2^24
             gram = (codes @ codes.T).double()
             r = codes.sum(1, dtype=torch.float64)
             agree = 2 * gram - r[:, None] - r[None, :] + codes.shape[1]
         self._seen[id(x)] = [x, 1, agree]
 
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-
     def fold(self) -> None:
         """Ends the batch: sums the kernels and drops the references to its activations."""
         self.active = False
         if self._seen:
-            self.kernel = sum(m * k for _, m, k in self._seen.values())
+            kernels = [m * k for _, m, k in self._seen.values()]
+            sizes = sorted({k.shape[0] for k in kernels})
+            if len(sizes) > 1:
+                self.fail(f"ReLU outputs have different leading sizes {sizes}: NASWOT needs every ReLU to see the batch")
+            else:
+                self.kernel = sum(kernels)
             self._seen.clear()
 
     def values(self) -> dict[str, float]:
         self.fold()
         if self.kernel is None:
-            return {"naswot": math.nan}
-        sign, logdet = torch.linalg.slogdet(self.kernel)
-        return {"naswot": float(logdet) if sign > 0 else -math.inf}
+            self.fail("no nn.ReLU ran on the first batch")
+        elif "naswot" not in self.reasons:
+            sign, logdet = torch.linalg.slogdet(self.kernel)
+            if not (sign > 0 and torch.isfinite(logdet)):
+                self.fail("the NASWOT kernel is singular (samples whose activation patterns make K rank-deficient)")
+        return {"naswot": self.value("naswot", lambda: logdet)}
 
 
-class BlockTap:
-    """The first batch's block features (the first block's input, then each block's output) and,
-    for trainability, one vector-Jacobian product per block taken inside its forward hook.
+class BlockTap(Tap):
+    """The first batch's block features (the first block's input, then each block's output) as
+    float64 channel covariances, and, for trainability, one vector-Jacobian product per block taken
+    inside its forward hook.
 
-    At that moment the block's graph exists; the product pulls a Rademacher vector from the output
-    back to the input with retain_graph=True, so the forward and the ZiCo backward that follow
-    are exactly what they would have been. Only input gradients are computed, no weight gradient.
+    At that moment the block's graph exists; the product pulls a Rademacher vector (drawn on the
+    output's device, from a generator seeded `seed`, in block order) from the output back to the
+    input with retain_graph=True, so the forward and the ZiCo backward that follow are exactly what
+    they would have been. Only input gradients are computed, no weight gradient.
     """
 
-    def __init__(self, blocks: list[nn.Module], trainability: bool, generator: torch.Generator):
-        self.blocks = blocks
+    def __init__(self, blocks: list[nn.Module], trainability: bool, seed: int):
+        super().__init__()
+        self.proxies = AZ_NAS if trainability else AZ_NAS[:2]
         self.want_trainability = trainability
-        self.generator = generator  # Rademacher vectors drawn in block order
-        self.active = False
-        self.entropies: list[float] = []
-        self.terms: list[float] = []
-        self._handles = [blocks[0].register_forward_pre_hook(self._pre)]
-        self._handles += [b.register_forward_hook(self._post) for b in blocks]
-
-    def _pre(self, module, inputs) -> None:
-        if self.active and not self.entropies and _is_feature(inputs[0]):
-            self.entropies.append(_eigen_entropy(inputs[0].detach()))
-
-    def _post(self, module, inputs, output) -> None:
-        if not (self.active and _is_feature(output)):
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._index = {}
+        for k, block in enumerate(blocks):
+            self._index.setdefault(id(block), k)
+        self.labels: list[str] = []  # per feature
+        self.sigmas: list[torch.Tensor] = []
+        self.finite: list[torch.Tensor] = []
+        self.moments: list[torch.Tensor] = []  # per block whose vector-Jacobian product was taken
+        self.identity: list[torch.Tensor] = []
+        self.moment_blocks: list[int] = []
+        self._started = False
+        if not blocks:
+            self.fail("the model has no nn.Sequential/nn.ModuleList of 2 or more blocks; pass "
+                      "blocks=[module, ...] (the modules whose outputs AZ-NAS should measure)")
             return
-        self.entropies.append(_eigen_entropy(output.detach()))
-        f_in = inputs[0] if inputs else None
-        if self.want_trainability and _is_feature(f_in) and f_in.requires_grad and output.requires_grad:
-            g_out = torch.randint(0, 2, output.shape, generator=self.generator, dtype=output.dtype)
-            g_out = g_out.to(output.device) * 2 - 1
-            (g_in,) = torch.autograd.grad(output, f_in, g_out, retain_graph=True, allow_unused=True)
-            if g_in is None:
-                return
-            if g_in.shape == g_out.shape and torch.equal(g_in, g_out):
-                self.terms.append(-math.inf)  # an identity block: AZ-NAS's rule
-            else:
-                self.terms.append(_trainability_term(g_in, g_out))
+        self._handles = [blocks[0].register_forward_pre_hook(self.guarded(self._first_input))]
+        self._handles += [b.register_forward_hook(self.guarded(self._block_output)) for b in blocks]
 
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
+    def _first_input(self, module, inputs) -> None:
+        if not self._started and inputs and _is_feature(inputs[0]):
+            self._feature(inputs[0], "the input of block 0")
+        self._started = True
+
+    def _block_output(self, module, inputs, output) -> None:
+        self._started = True
+        k = self._index[id(module)]
+        if not _is_feature(output):
+            kind = f"a {output.dim()}-d {output.dtype} tensor" if isinstance(output, torch.Tensor) else \
+                f"a {type(output).__name__}"
+            return self.fail(f"block {k}'s output is {kind}, not a floating-point tensor of 2+ dims "
+                             "(pass blocks=[...] whose outputs are features)")
+        self._feature(output, f"the output of block {k}")
+        f_in = inputs[0] if inputs else None
+        if self.want_trainability and _is_feature(f_in) and f_in.requires_grad:
+            self._pull_back(k, f_in, output)
+
+    def _feature(self, feature: torch.Tensor, label: str) -> None:
+        sigma, finite = covariance_statistic(feature)
+        self.labels.append(label)
+        self.sigmas.append(sigma)
+        self.finite.append(finite)
+
+    def _pull_back(self, k: int, f_in: torch.Tensor, output: torch.Tensor) -> None:
+        generator = self._generators.get(output.device)
+        if generator is None:
+            generator = self._generators[output.device] = torch.Generator(output.device).manual_seed(self.seed)
+        g_out = torch.randint(0, 2, output.shape, generator=generator, dtype=output.dtype, device=output.device) * 2 - 1
+        g_in = None
+        if output.requires_grad:
+            (g_in,) = torch.autograd.grad(output, f_in, g_out, retain_graph=True, allow_unused=True)
+        if g_in is None:
+            g_in = torch.zeros_like(f_in)  # the output does not depend on the input: its Jacobian is 0
+        paired = pair_positions(g_in, g_out)
+        if isinstance(paired, str):
+            return self.fail(f"block {k}: {paired}", ("trainability",))
+        identity = (g_in == g_out).all() if g_in.shape == g_out.shape else torch.zeros((), dtype=torch.bool)
+        self.moments.append(cross_moment_statistic(paired, g_out))
+        self.identity.append(identity)
+        self.moment_blocks.append(k)
 
     def values(self) -> dict[str, float]:
-        e = self.entropies
-        steps = [b - a for a, b in zip(e, e[1:])]
-        out = {"expressivity": _finite_or_neg_inf(sum(e)) if e else math.nan,
-               "progressivity": _finite_or_neg_inf(min(steps)) if steps else math.nan}
+        """NaN rule: an undefined feature entropy (inf/NaN in the feature, or a constant feature,
+        whose entropy is 0/0) makes expressivity and progressivity NaN wherever it sits, as AZ-NAS's
+        sum and np.min propagate NaN; NaN ranks lowest."""
+        self.active = False
+        entropies, totals = eigen_entropies(self.sigmas) if self.sigmas else ([], [])
+        if entropies:
+            h, total, finite = (torch.stack(t).cpu() for t in (entropies, totals, self.finite))
+            for i, label in enumerate(self.labels):
+                if not finite[i]:
+                    self.fail(f"{label} holds inf or NaN", AZ_NAS[:2])
+                elif total[i] == 0:
+                    self.fail(f"{label} is constant (zero variance: its entropy is 0/0)", AZ_NAS[:2])
+                elif not torch.isfinite(h[i]):
+                    self.fail(f"the entropy of {label} came out {float(h[i])}", AZ_NAS[:2])
+            if len(entropies) < 2:
+                self.fail("progressivity needs 2 or more block features; the first batch gave 1", ("progressivity",))
+        else:
+            self.fail("no block produced a feature on the first batch", AZ_NAS[:2])
+        out = {"expressivity": self.value("expressivity", lambda: h.sum()),
+               "progressivity": self.value("progressivity", lambda: (h[1:] - h[:-1]).min())}
         if self.want_trainability:
-            out["trainability"] = sum(self.terms) / len(self.terms) if self.terms else math.nan
+            out["trainability"] = self._trainability()
         return out
+
+    def _trainability(self) -> float:
+        if not self.moments:
+            self.fail("no block's input requires a gradient to pull a vector back to", ("trainability",))
+        else:
+            terms = torch.stack(trainability_terms(self.moments)).cpu()
+            identity = torch.stack([t.cpu() for t in self.identity])
+            if identity.any():
+                k = self.moment_blocks[int(identity.nonzero()[0])]
+                self.fail(f"block {k} is an identity map (AZ-NAS scores it -inf)", ("trainability",))
+            elif not torch.isfinite(terms).all():
+                self.fail(f"a block's term came out {terms.tolist()}", ("trainability",))
+        return self.value("trainability", lambda: terms.sum() / len(terms))
 
 
 def _is_feature(t) -> bool:
     return isinstance(t, torch.Tensor) and t.dim() >= 2 and t.is_floating_point()
-
-
-def _as_positions(t: torch.Tensor) -> torch.Tensor:
-    """[B, C, *spatial] -> [B * spatial, C] (observations x channels)."""
-    return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2).reshape(-1, t.shape[1])
-
-
-def _eigen_entropy(feature: torch.Tensor) -> float:
-    x = _as_positions(feature.float())
-    x = x - x.mean(0, keepdim=True)
-    sigma = (x.T @ x) / x.shape[0]
-    s = torch.linalg.eigvalsh(sigma.double())
-    p = s / s.sum()
-    return float((-p * torch.log(p + 1e-8)).sum())
-
-
-def _trainability_term(g_in: torch.Tensor, g_out: torch.Tensor) -> float:
-    if g_in.dim() == 4 and g_out.dim() == 4 and g_in.shape[-1] != g_out.shape[-1]:
-        g_in = nn.functional.pixel_unshuffle(g_in, g_in.shape[-1] // g_out.shape[-1])  # align a stride
-    a, b = _as_positions(g_in.float()), _as_positions(g_out.float())
-    mat = (a.T @ b) / b.shape[0]
-    top = float(torch.linalg.matrix_norm(mat.double(), ord=2))
-    return -top - 1.0 / (top + 1e-6) + 2.0
-
-
-def _finite_or_neg_inf(value: float) -> float:
-    return value if not math.isnan(value) else -math.inf

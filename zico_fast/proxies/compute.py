@@ -18,6 +18,7 @@ from zico_fast.layers import LayerSelector, select_layers
 from zico_fast.proxies.activation_taps import BlockSelector, BlockTap, NaswotTap, resolve_blocks
 from zico_fast.proxies.gradient_taps import GradientTaps
 from zico_fast.proxies.registry import PROXIES, resolve_names
+from zico_fast.proxies.tap import Tap
 from zico_fast.scorer import ZiCoResult, zico_score
 from zico_fast.spaces.base import Cost
 
@@ -36,8 +37,10 @@ def compute(model: nn.Module, batches: Iterable, names=("zico",), *, cost: Cost 
     so the weights grad_norm/snip/gsnr/zico_bc read); `blocks` the modules whose outputs AZ-NAS's
     proxies measure (default: the elements of the model's longest Sequential/ModuleList).
     `loss_fn`, `restore`, `nonfinite` and `select_output` are zico_score's; `details`, when given,
-    receives ZiCo's layer_terms, skipped and num_batches. A proxy that is undefined for a network
-    (e.g. NASWOT's kernel is singular) comes out -inf or NaN, never an exception.
+    receives ZiCo's layer_terms, skipped and num_batches, and `reasons`: {proxy: why it is NaN}.
+    Every value other than zico's is finite or NaN, never an exception: a proxy that is undefined for
+    a network (NASWOT's kernel is singular, a block is an identity map, a shape no tap can read)
+    is NaN and its reason is in details["reasons"]. zico is zico_score's value as it is.
     """
     names = resolve_names(names)
     wanted = {PROXIES[n].source for n in names}
@@ -55,9 +58,17 @@ def compute(model: nn.Module, batches: Iterable, names=("zico",), *, cost: Cost 
     finally:
         taps.detach()
     out["zico"] = result.score
-    if details is not None:
-        details.update(layer_terms=result.layer_terms, skipped=result.skipped, num_batches=result.num_batches)
     out.update(taps.values(result))
+    reasons = taps.reasons(result)
+    for name in names:
+        value = out.setdefault(name, math.nan)
+        if not math.isfinite(value):
+            reasons.setdefault(name, f"{name} came out {value}")
+            if name != "zico":  # ZiCo is reported exactly as zico_score gives it
+                out[name] = math.nan
+    if details is not None:
+        details.update(layer_terms=result.layer_terms, skipped=result.skipped, num_batches=result.num_batches,
+                       reasons={n: reasons[n] for n in names if n in reasons})
     return {n: out[n] for n in names}
 
 
@@ -79,8 +90,7 @@ class _Taps:
         if "naswot" in names:
             self.naswot = NaswotTap(model)
         if {"expressivity", "progressivity", "trainability"} & set(names):
-            generator = torch.Generator().manual_seed(TRAINABILITY_SEED)
-            self.blocks = BlockTap(resolve_blocks(model, blocks), "trainability" in names, generator)
+            self.blocks = BlockTap(resolve_blocks(model, blocks), "trainability" in names, TRAINABILITY_SEED)
         if "zico_bc" in names:
             self.shapes = _OutputShapes(model, selected)
 
@@ -110,36 +120,51 @@ class _Taps:
         if self.blocks is not None:
             out.update(self.blocks.values())
         if self.shapes is not None:
-            out["zico_bc"] = _zico_bc(result, self.shapes.shapes)
+            out["zico_bc"] = self.shapes.zico_bc(result)
+        return out
+
+    def reasons(self, result: ZiCoResult) -> dict[str, str]:
+        """{proxy: why it is NaN} from every tap, and ZiCo's own."""
+        out: dict[str, str] = {}
+        if not math.isfinite(result.score):
+            out["zico"] = f"ZiCo came out {result.score}: an inf or NaN gradient (nonfinite='nan')"
+        for tap in (self.grads, self.naswot, self.blocks, self.shapes):
+            if tap is not None:
+                out.update(tap.reasons)
         return out
 
 
-class _OutputShapes:
-    """Output (H*W, C) of each scored layer on the first batch, for ZiCo-BC's correction."""
+class _OutputShapes(Tap):
+    """Output (positions, channels) of each scored layer on the first batch, for ZiCo-BC."""
+
+    proxies = ("zico_bc",)
 
     def __init__(self, model: nn.Module, layers):
-        self.active = False
+        super().__init__()
         self.shapes: dict[str, tuple[int, int]] = {}
         modules = dict(model.named_modules())
-        self._handles = [modules[layer.name].register_forward_hook(self._hook(layer.name))
+        self._handles = [modules[layer.name].register_forward_hook(self.guarded(self._recorder(layer.name)))
                          for layer in layers if layer.name in modules]
 
-    def _hook(self, name: str):
-        def record(module, inputs, output) -> None:
-            if self.active and isinstance(output, torch.Tensor) and name not in self.shapes:
-                self.shapes[name] = (math.prod(output.shape[2:]), output.shape[1])
+    def _recorder(self, name: str):
+        def output(module, inputs, out) -> None:
+            if name in self.shapes:
+                return
+            if not (isinstance(out, torch.Tensor) and out.dim() >= 2):
+                return self.fail(f"layer {name!r}'s output is not a [batch, channels, ...] tensor")
+            self.shapes[name] = (math.prod(out.shape[2:]), out.shape[1])
 
-        return record
+        return output
 
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-
-
-def _zico_bc(result: ZiCoResult, shapes: dict[str, tuple[int, int]]) -> float:
-    """ZiCo's layer terms, each minus log(H_l W_l / sqrt(C_l)) (penalises depth and resolution,
-    rewards width: ZiCo-BC's answer to ZiCo's bias towards thin, deep networks)."""
-    if math.isnan(result.score):
-        return math.nan
-    return sum(term - math.log(shapes[name][0] / math.sqrt(shapes[name][1]))
-               for name, term in result.layer_terms.items())
+    def zico_bc(self, result: ZiCoResult) -> float:
+        """ZiCo's layer terms, each minus log(H_l W_l / sqrt(C_l)) of the layer's output (penalises
+        depth and resolution, rewards width: ZiCo-BC's answer to ZiCo's bias towards thin, deep
+        networks)."""
+        missing = [name for name in result.layer_terms if name not in self.shapes]
+        if missing:
+            self.fail(f"layer {missing[0]!r} did not run on the first batch, so its output shape is unknown")
+        if math.isnan(result.score):
+            self.fail("ZiCo is NaN (an inf or NaN gradient)")
+        return self.value("zico_bc", lambda: sum(
+            term - math.log(self.shapes[name][0] / math.sqrt(self.shapes[name][1]))
+            for name, term in result.layer_terms.items()))
