@@ -3,6 +3,8 @@
 #
 #   PYTHON      the python whose torch provides the headers (default: python)
 #   CUDA_HOME   the CUDA toolkit root, holding bin/nvcc (default: the toolkit of the nvcc on PATH)
+#   NVCC_EXTRA  more nvcc flags, split on spaces: e.g. "-DZICO_MIN_BLOCKS_PER_SM=3 -Xptxas=-v"
+#               compiles a variant of NOTE: [Measured variants] and prints registers and spills
 #
 # Works with a CPU-only torch: the CUDA sources include only light c10/cuda headers, and
 # C10_CUDA_NO_CMAKE_CONFIGURE_FILE stands in for the cuda_cmake_macros.h a CPU build lacks.
@@ -31,6 +33,7 @@ from torch.utils.cpp_extension import COMMON_NVCC_FLAGS, include_paths
 print("\n".join(["-I" + p for p in include_paths()] + COMMON_NVCC_FLAGS))
 ')" || die "$PYTHON could not import torch; set PYTHON to the interpreter of the project venv"
 mapfile -t torch_args <<<"$torch_flags"
+read -r -a extra_args <<<"${NVCC_EXTRA:-}"
 
 mapfile -t sources < <(cd "$repo_root" && find csrc -name '*.cu' | sort)
 ((${#sources[@]} > 0)) || die "no .cu files under $repo_root/csrc"
@@ -46,7 +49,7 @@ for src in "${sources[@]}"; do
   if ! "$nvcc" -c "$repo_root/$src" -o "$out_dir/${src//\//_}.o" \
       -std=c++20 -arch=sm_90 -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -DZICO_FAST_NVTX \
       -Werror cross-execution-space-call \
-      "${torch_args[@]}" -I"$CUDA_HOME/include"; then
+      "${torch_args[@]}" -I"$CUDA_HOME/include" ${extra_args[@]+"${extra_args[@]}"}; then
     echo "FAILED: $src" >&2
     failed=1
   fi

@@ -30,8 +30,10 @@ struct alignas(sizeof(T) * N < kLoadBytes ? sizeof(T) * N : kLoadBytes) Pack {
 //             accumulate_; no block reads an element twice, so L1 would only be polluted;
 //  kReadOnly  read-only path (ld.global.nc): data read by every call, like the shift K;
 //  kStreaming evict-first (ld.global.cs): data each call reads once (new gradients, final moments),
-//             so it does not push the moments and shifts of a small network out of L2.
-enum class Cache { kL2, kReadOnly, kStreaming };
+//             so it does not push the moments and shifts of a small network out of L2;
+//  kL1        cached in L1 and L2 (ld.global.ca): only for the ZICO_HALF_MOMENTS_L1 variant of
+//             NOTE: [Measured variants] in zico_stats_kernels.cuh.
+enum class Cache { kL2, kReadOnly, kStreaming, kL1 };
 
 // The integer word one instruction moves for a Pack of `Bytes` bytes.
 template <int Bytes>
@@ -45,6 +47,8 @@ __device__ __forceinline__ W load_word(const W* p) {
     return __ldcs(p);
   } else if constexpr (C == Cache::kReadOnly) {
     return __ldg(p);
+  } else if constexpr (C == Cache::kL1) {
+    return __ldca(p);
   } else {
     return __ldcg(p);
   }

@@ -24,6 +24,29 @@ constexpr int kMaxLists = 5;
 static_assert(kCudaChunkSize % (kThreads * kVecOf<c10::Half>) == 0, "chunks keep vector loads aligned");
 static_assert(kCudaChunkSize % (kThreads * kVecOf<float>) == 0, "chunks keep vector loads aligned");
 
+// NOTE: [Measured variants]
+// Two changes a review proposed are compile-time switches, off by default, until a GPU measures
+// them (benchmarks/gpu_steps/variants.py builds each and times it beside the default build; keep
+// whichever is faster, then delete the switch):
+//  ZICO_MIN_BLOCKS_PER_SM=N  the minimum-blocks argument of __launch_bounds__ for the three
+//    statistics kernels. accumulate_ (float32/bfloat16) takes 112 registers and ratio_kernel 116,
+//    so only 2 blocks of 256 threads fit on an SM; N = 3 caps them at 85 (ptxas may spill).
+//  ZICO_HALF_MOMENTS_L1  for float16/bfloat16 gradients (8 per 16-byte load), a thread's 8 float
+//    moments are two 16-byte loads 32 bytes apart, so each load instruction of a warp touches 32
+//    sectors half-used and the second one fetches the same sectors from L2 again. Read through L1
+//    (ld.global.ca) instead of L2 only, the second load hits L1. Safe: within a launch each moment
+//    is read and then written by one thread only, and L1 holds no global data across launches.
+#ifdef ZICO_MIN_BLOCKS_PER_SM
+#define ZICO_STATS_LAUNCH_BOUNDS __launch_bounds__(kThreads, ZICO_MIN_BLOCKS_PER_SM)
+#else
+#define ZICO_STATS_LAUNCH_BOUNDS __launch_bounds__(kThreads)
+#endif
+#ifdef ZICO_HALF_MOMENTS_L1
+constexpr bool kHalfMomentsThroughL1 = true;
+#else
+constexpr bool kHalfMomentsThroughL1 = false;
+#endif
+
 // One row of the table per tensor of the call. All fields are int64 so the table is one tensor.
 struct TensorMeta {
   int64_t ptr[kMaxLists];  // this tensor's data pointer in each list of the op, in schema order
@@ -94,6 +117,7 @@ __device__ __forceinline__ void report_non_finite(bool bad_shift, bool bad_grad,
 template <typename T, bool kInitialize>
 struct AccumulateOp {
   static constexpr int kVec = kVecOf<T>;
+  static constexpr Cache kMoments = kHalfMomentsThroughL1 && sizeof(T) == 2 ? Cache::kL1 : Cache::kL2;
   const T* grad;
   const T* shift;
   float* sum_dev;
@@ -114,9 +138,9 @@ struct AccumulateOp {
     x.g = zico_fast::load<N, Cache::kStreaming>(grad, i);  // a new gradient is read once
     x.k = zico_fast::load<N, Cache::kReadOnly>(shift, i);   // the shift is read every batch
     if constexpr (!kInitialize) {
-      x.d = zico_fast::load<N, Cache::kL2>(sum_dev, i);
-      x.s = zico_fast::load<N, Cache::kL2>(sum_sq_dev, i);
-      x.a = zico_fast::load<N, Cache::kL2>(sum_abs, i);
+      x.d = zico_fast::load<N, kMoments>(sum_dev, i);
+      x.s = zico_fast::load<N, kMoments>(sum_sq_dev, i);
+      x.a = zico_fast::load<N, kMoments>(sum_abs, i);
     }
     return x;
   }
@@ -210,7 +234,7 @@ struct PairRatioOp {
 };
 
 template <typename T, bool kInitialize>
-__global__ void __launch_bounds__(kThreads)
+__global__ void ZICO_STATS_LAUNCH_BOUNDS
     accumulate_kernel(const TensorMeta* __restrict__ tensors, const Chunk* __restrict__ chunks,
                       int32_t shift_batch, int32_t grad_batch) {
   const Chunk chunk = chunks[blockIdx.x];
@@ -222,7 +246,7 @@ __global__ void __launch_bounds__(kThreads)
   report_non_finite(op.bad_shift, op.bad_grad, t.bad_batch, shift_batch, grad_batch);
 }
 
-__global__ void __launch_bounds__(kThreads)
+__global__ void ZICO_STATS_LAUNCH_BOUNDS
     ratio_kernel(const TensorMeta* __restrict__ tensors, const Chunk* __restrict__ chunks,
                  int64_t count, double* __restrict__ partials) {
   const Chunk chunk = chunks[blockIdx.x];
@@ -237,7 +261,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void ZICO_STATS_LAUNCH_BOUNDS
     pair_ratio_kernel(const TensorMeta* __restrict__ tensors, const Chunk* __restrict__ chunks,
                       int32_t shift_batch, int32_t grad_batch, double* __restrict__ partials) {
   const Chunk chunk = chunks[blockIdx.x];
