@@ -171,9 +171,19 @@ def resolve_truth(truth: str | Path | None, space_name: str) -> Path:
     return Path(truth)
 
 
+# Where users get the table of a space that ships none (its accuracies are the benchmark's to distribute).
+TRUTH_SOURCES = {
+    "sss": "no NATS-Bench-SSS accuracies are bundled; get NATS-sss-v1_0-50262.pickle.pbz2 from "
+           "github.com/D-X-Y/NATS-Bench, open it with api = nats_bench.create(path, 'sss'), write a CSV of "
+           "arch_index (i), arch_string (api.arch(i)) and cifar10_test_acc "
+           "(api.get_more_info(i, 'cifar10', hp='90')['test-accuracy']), and pass it as --truth",
+}
+
+
 def bundled_truth(space_name: str) -> Path:
     """The dev CSV shipped for a space (data/<space>_dev.csv)."""
     path = Path(__file__).parent / "data" / f"{space_name}_dev.csv"
     if not path.is_file():
-        raise TruthError(f"no bundled ground truth for the {space_name} space; pass a truth CSV")
+        raise TruthError(TRUTH_SOURCES.get(space_name,
+                                           f"no bundled ground truth for the {space_name} space; pass a truth CSV"))
     return path
