@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="ZiCo score of one network", formatter_class=fmt,
                            description="ZiCo score of one network.")
     which = score.add_mutually_exclusive_group(required=True)
-    which.add_argument("--arch", help="an architecture string of --space (nb201: '|op~0|+|op~0|op~1|+|...|')")
-    which.add_argument("--index", type=int, help="benchmark index (nb201: 0..15624)")
+    which.add_argument("--arch", help="an architecture string of --space (nb201: '|op~0|+|op~0|op~1|+|...|', "
+                                        "sss: '8:16:32:40:64')")
+    which.add_argument("--index", type=int, help="benchmark index (nb201: 0..15624, sss: 0..32767)")
     which.add_argument("--structure", help="MobileNet-space structure string 'SuperConvK3BNRELU(3,16,2,1)...'")
     which.add_argument("--model", help="'module:factory' or 'file.py:factory', called with no arguments")
     score.add_argument("--space", choices=tuple(SPACES), default=None,
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Evolutionary (the paper's) or random search; resumes from its log in --out.")
     run.add_argument("--space", choices=tuple(SPACES), default="nb201")
     run.add_argument("--strategy", choices=("evolution", "random", "all"), default="evolution",
-                     help="all: every architecture of an indexed space (nb201) in index order, --iterations of them")
+                     help="all: every architecture of an indexed space (nb201, sss) in index order, "
+                          "--iterations of them")
     run.add_argument("--iterations", type=positive, default=1000, help="candidates to evaluate (the paper: 100000)")
     run.add_argument("--population", type=positive, default=512, help="population size (the paper: 512)")
     run.add_argument("--fitness", choices=("zico", "ensemble"), default="zico",
