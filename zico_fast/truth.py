@@ -13,15 +13,19 @@ from typing import Sequence
 from zico_fast.errors import ZiCoUserError
 
 DEFAULT_TRUTH_COLUMN = "cifar10_test_acc"
-# NAS-Bench-101's tables have CIFAR-10 validation accuracy only (neither source holds a test split).
-SPACE_TRUTH_COLUMNS = {("nb101", "cifar10"): "cifar10_val_acc"}
-SPACES_WITHOUT_CIFAR100 = {"nb101": "NAS-Bench-101 was trained on CIFAR-10 only"}
+# NAS-Bench-101's tables have CIFAR-10 validation accuracy only (neither source holds a test split),
+# and NAS-Bench-301's data (the darts space) holds validation accuracy only.
+SPACE_TRUTH_COLUMNS = {("nb101", "cifar10"): "cifar10_val_acc", ("darts", "cifar10"): "cifar10_val_acc"}
+SPACES_WITHOUT_CIFAR100 = {"nb101": "NAS-Bench-101 was trained on CIFAR-10 only",
+                           "darts": "NAS-Bench-301 was trained on CIFAR-10 only"}
 COMPARE_PREFIX = "naslib_"
 # Other columns compared by default: NAS-Bench-101's own parameter count (nb101_uniform_dev.csv).
 COMPARE_COLUMNS = ("nb101_trainable_params",)
 # The tables shipped in zico_fast/data, by the name `--truth` accepts: name -> (space, file).
 BUNDLED_TABLES = {"nb201-dev": ("nb201", "nb201_dev.csv"), "nb101-dev": ("nb101", "nb101_dev.csv"),
-                  "nb101-uniform": ("nb101", "nb101_uniform_dev.csv")}
+                  "nb101-uniform": ("nb101", "nb101_uniform_dev.csv"), "nb301-dev": ("darts", "nb301_dev.csv")}
+# A space's default table when it is not data/<space>_dev.csv (the darts space's is NAS-Bench-301's).
+DEFAULT_TABLES = {"darts": "nb301_dev.csv"}
 
 
 class TruthError(ZiCoUserError):
@@ -182,7 +186,7 @@ TRUTH_SOURCES = {
 
 def bundled_truth(space_name: str) -> Path:
     """The dev CSV shipped for a space (data/<space>_dev.csv)."""
-    path = Path(__file__).parent / "data" / f"{space_name}_dev.csv"
+    path = Path(__file__).parent / "data" / DEFAULT_TABLES.get(space_name, f"{space_name}_dev.csv")
     if not path.is_file():
         raise TruthError(TRUTH_SOURCES.get(space_name,
                                            f"no bundled ground truth for the {space_name} space; pass a truth CSV"))

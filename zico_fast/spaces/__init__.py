@@ -8,6 +8,7 @@ from zico_fast.spaces.base import Cost, SearchSpace
 SPACES = {
     "nb201": "zico_fast.spaces.nb201:NB201Space",  # NAS-Bench-201 / NATS-Bench topology, CIFAR
     "nb101": "zico_fast.spaces.nb101:NB101Space",  # NAS-Bench-101, CIFAR
+    "darts": "zico_fast.spaces.darts:DartsSpace",  # DARTS / NAS-Bench-301 cells, CIFAR
     "sss": "zico_fast.spaces.sss:SSSSpace",  # NATS-Bench size space (channel counts), CIFAR
     "mobilenet": "zico_fast.spaces.mobilenet:MobileNetSpace",  # the paper's ImageNet space
 }
