@@ -1,134 +1,134 @@
 #!/usr/bin/env bash
-# All GPU work in one call of at most 6 minutes on a bare H100/H200 (its own torch, nvcc, ncu and
-# compute-sanitizer; no internet):
-#   1. build against the machine's torch (sm_90 SASS + compute_90 PTX);
-#   2. correctness, concurrently (no timings are taken meanwhile): the CUDA and kernel tests
-#      (without -x, verbose, a stack dump of any test hung past 100 s), and compute-sanitizer memcheck
-#      (caching allocator off), initcheck and synccheck on benchmarks/sanitizer_case.py, capped at
-#      90 s each so a slow sanitizer costs its own verdict, never the timings after it;
-#   3. timings, one at a time on the idle GPU: update bandwidth vs copy, end-to-end overhead on
-#      NB201 at batch 128, candidates/s, workers per GPU, the search loop's overhead
-#      (benchmarks/overhead.py is left out: it times the host alone, a CPU goal measured without a GPU);
-#   4. Nsight Compute on the statistics kernels of a scoring run, chosen by kernel name (ncu reads
-#      '/' in an NVTX filter as nesting, so our ranges' names, such as zico/statistics, cannot be
-#      matched by it); --nvtx still records each kernel's ranges in the report.
-# Every step has a time limit, clipped to what is left of BUDGET_S (default 340 s), so one hang
-# cannot eat the call; a step that no longer fits is skipped and says so. $OUT (default ./gpu_out)
-# ends up holding two files, because the device tool brings back at most 8 files from $OUT:
-# summary.txt (machine, step verdicts, the figures) and gpu_check_logs.tar.gz (one log per step,
-# steps.txt, benchmark JSON, the junit XML and the ncu report, staged in $OUT/logs until packed).
-# Exit status: the number of failed steps.
-#   bash benchmarks/gpu_check.sh              (device tool: it sets $OUT, whose files come back)
-#   OUT=/abs/path bash benchmarks/gpu_check.sh (elsewhere)
+# All GPU work in one call of about 7 minutes (BUDGET_S, default 420 s) on a bare H100/H200 with
+# its own python3, CUDA torch, nvcc, ncu and compute-sanitizer and no network, in the order of
+# issue 28: probe, build, correctness tests (one step per file, the torch.compile test alone), the
+# >2^31-element check, ncu, sanitizers, then timings one at a time: bandwidth, the kernel variants,
+# end to end, candidates/s, workers per GPU, search overhead.
+#   bash benchmarks/gpu_check.sh                     (device tool: `run`, timeout_s 480; $OUT comes back)
+#   OUT=/abs/path bash benchmarks/gpu_check.sh       (elsewhere)
+#   DRY_RUN=1 OUT=/tmp/x bash benchmarks/gpu_check.sh  (CPU: control flow only, every command printed)
+# Every step runs under `timeout`, clipped to the budget; ncu and the sanitizers hold reserved slots,
+# so overrunning steps before them cannot push them out; a step that no longer fits is SKIPPED and
+# says so, as is a tool that is missing or refuses the device. After each step $OUT holds the two
+# files the device tool brings back (at most 8 may): summary.txt and gpu_check_logs.tar.gz.
+# Exit status: the number of FAILED or TIMEOUT steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
-LOGS=$OUT/logs
-mkdir -p "$LOGS"
+DRY_RUN=${DRY_RUN:-0}
+BUDGET_S=${BUDGET_S:-420}
 PY=${PYTHON:-python3}
-deadline=$((SECONDS + ${BUDGET_S:-340}))
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+LOGS=$WORK/logs
+mkdir -p "$OUT" "$LOGS"
+rm -f "$OUT/summary.txt" "$OUT/gpu_check_logs.tar.gz"
 : >"$LOGS/steps.txt"
+source benchmarks/gpu_steps/runner.sh
 
-step() {  # step NAME SECONDS COMMAND...: COMMAND under a time limit, output in $LOGS/NAME.log
-  local name=$1 limit=$2
-  shift 2
-  local left=$((deadline - SECONDS - 15))  # 15 s stay for the summary
-  if ((left < 20)); then
-    echo "$name: SKIPPED (budget spent)" >>"$LOGS/steps.txt"
-    return 0
+# The plan: step limit / planned seconds (estimate), and the slots held until a step runs.
+# Planned seconds are guesses until a GPU run replaces them, except the build: a whole CUDA build
+# against the GPU machine's torch 2.11 took 46-62 s on 2 shared cores here (benchmarks/README.md),
+# the .cu alone 37-44 s (nvcc 13.0, .ci/check_cuda_compiles.sh), so ~50 s with 16 cores.
+RESERVE[big_tensor]=30 RESERVE[ncu]=90 RESERVE[ncu_report]=20 RESERVE[sanitizers]=60
+
+# 1. Environment probe (runs in a dry run too: it only looks).
+bash benchmarks/gpu_steps/probe.sh "$WORK/env.sh" >"$LOGS/machine.txt" 2>&1
+source "$WORK/env.sh"
+record probe ok "$(grep -c . "$LOGS/machine.txt") lines in machine.txt"
+if [[ $DRY_RUN == 1 ]]; then  # the dry run takes every tool as present, to walk every step
+  HAVE_NCU=1 HAVE_SANITIZER=1 HAVE_PYTEST_TIMEOUT=0 SANITIZER_FILTER_OPT=${SANITIZER_FILTER_OPT:---kernel-name}
+fi
+export CUDA_HOME TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0+PTX} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+
+# 2. Build (editable install; fallback build_ext --inplace), then the variant builds in the
+#    background: CPU work that overlaps the correctness steps and ends before any timing.
+step build 150 50 bash benchmarks/gpu_steps/build.sh
+if [[ $DRY_RUN == 0 ]] && ! grep -q -E '^build +ok' "$LOGS/steps.txt"; then
+  record stop SKIPPED "every later step: the build failed (its log's tail is below)"
+  cat "$OUT/summary.txt"
+  exit "$failures"
+fi
+variant_pids=()
+declare -A VARIANTS=([minblocks3]=ZICO_MIN_BLOCKS_PER_SM=3 [half_moments_l1]=ZICO_HALF_MOMENTS_L1)
+for name in "${!VARIANTS[@]}"; do
+  cmd=(nice timeout 240 env MAX_JOBS=4 "$PY" benchmarks/gpu_steps/build_variant.py
+    --define "${VARIANTS[$name]}" --out "$WORK/variants/$name")
+  if [[ $DRY_RUN == 1 ]]; then
+    printf 'DRY RUN, would start in the background: %s\n' "$(printf '%q ' "${cmd[@]}")" >"$LOGS/variant_build_$name.log"
+  else
+    "${cmd[@]}" >"$LOGS/variant_build_$name.log" 2>&1 &
+    variant_pids+=($!)
   fi
-  ((limit > left)) && limit=$left
-  local start=$SECONDS
-  timeout -k 5 "$limit" "$@" >"$LOGS/$name.log" 2>&1
-  local rc=$?
-  local verdict=ok
-  ((rc == 124 || rc == 137)) && verdict=TIMEOUT
-  ((rc != 0 && rc != 124 && rc != 137)) && verdict=FAILED
-  echo "$name: $verdict rc=$rc in $((SECONDS - start)) s (limit $limit s)" >>"$LOGS/steps.txt"
-  return "$rc"
+done
+
+# 3. Correctness: one step per test file (its own limit), stack dumps of a test hung past 40 s,
+#    pytest-timeout's per-test limit where the machine has it; the cold torch.compile test alone.
+pytest_args=(-m pytest -v -p no:cacheprovider -rfEs -o faulthandler_timeout=40)
+((HAVE_PYTEST_TIMEOUT)) && pytest_args+=(-p pytest_timeout --timeout=60)
+compile_test=tests/test_cuda.py::test_reduce_overhead_compile_runs_around_the_ops
+tests_step() {  # tests_step NAME LIMIT ESTIMATE PYTEST_ARGS...
+  local name=$1 limit=$2 estimate=$3
+  shift 3
+  step "tests_$name" "$limit" "$estimate" "$PY" "${pytest_args[@]}" --junitxml="$LOGS/tests_$name.xml" "$@"
 }
+tests_step kernels 60 15 tests/test_kernels.py
+tests_step cuda 90 30 tests/test_cuda.py --deselect "$compile_test"
+tests_step builders 60 15 tests/test_fast_build.py tests/test_nb201_reuse.py::test_reused_network_on_cuda_has_the_cpu_bits
+tests_step compile 90 40 "$compile_test"
 
-{
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-} >"$LOGS/machine.txt" 2>&1
+# 4. Tensors past 2^31 elements, exact expected values (about 35 GB of GPU memory).
+step big_tensor 60 15 "$PY" benchmarks/big_tensor_check.py --device cuda
 
-export CUDA_HOME="${CUDA_HOME:-$(bash scripts/cuda_home.sh)}"
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0+PTX} MAX_JOBS=${MAX_JOBS:-16} ZICO_FAST_BUILD=cuda
-echo "CUDA_HOME=$CUDA_HOME ($("$CUDA_HOME/bin/nvcc" --version 2>&1 | tail -n 1))" >>"$LOGS/machine.txt"
-
-# 1. Build (measured: ~120 s on 2 busy CPU cores; one nvcc job dominates, so ~60-90 s here).
-if step build 200 "$PY" -m pip install --no-build-isolation --no-deps --no-index -e . &&
-  step import 30 "$PY" -c "import zico_fast; assert zico_fast.has_cuda_kernels(), 'no CUDA kernels in this build'"; then
-  # 2. Correctness, concurrently.
-  # With the caching allocator off every tensor is its own allocation, so memcheck sees overruns.
-  sanitize=(env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --error-exitcode 1 --tool)
-  step tests 120 "$PY" -m pytest tests/test_cuda.py tests/test_kernels.py tests/test_fast_build.py \
-    tests/test_nb201_reuse.py::test_reused_network_on_cuda_has_the_cpu_bits -v -p no:cacheprovider -rfEs \
-    -o faulthandler_timeout=100 --junitxml="$LOGS/tests.xml" &
-  step sanitizer_memcheck 90 "${sanitize[@]}" memcheck "$PY" benchmarks/sanitizer_case.py &
-  step sanitizer_initcheck 90 "${sanitize[@]}" initcheck "$PY" benchmarks/sanitizer_case.py &
-  step sanitizer_synccheck 90 "${sanitize[@]}" synccheck "$PY" benchmarks/sanitizer_case.py &
-  wait
-
-  # 3. Timings, one at a time.
-  step bandwidth 60 "$PY" -m pytest benchmarks/test_bandwidth.py --benchmark-only -q -p no:cacheprovider \
-    -k cuda --benchmark-json="$LOGS/bandwidth.json"
-  # The GPU goals' case: NB201 (1.5M), batch 128, N = 2, every scorer beside the bare passes.
-  end_to_end=()
-  for runner in bare zico_score zico_score_norestore reference authors; do
-    end_to_end+=("benchmarks/test_end_to_end.py::test_end_to_end[cuda-nb201-1.5M-2-$runner]")
-  done
-  step end_to_end 60 "$PY" -m pytest "${end_to_end[@]}" --benchmark-only -q -p no:cacheprovider \
-    --benchmark-json="$LOGS/end_to_end.json"
-  step candidates 60 "$PY" benchmarks/candidates_per_second.py --device cuda --candidates 25 \
-    --out "$LOGS/candidates.json"
-  # Many candidates on one GPU: workers 1, 2, 4 side by side (and 1 worker without tasks sent ahead).
-  step workers 50 "$PY" benchmarks/worker_throughput.py --device cuda --workers 1,2,4 --candidates 32 --rounds 1 \
-    --out "$LOGS/workers.json"
-  step search_overhead 45 "$PY" benchmarks/search_overhead.py --device cuda --rounds 10 --paper-rounds 10 \
-    --search-iterations 120
-
-  # 4. Nsight Compute: DRAM throughput of the fused kernels of a real run (-lineinfo is on).
-  step ncu 75 ncu --nvtx --kernel-name regex:"accumulate_kernel|ratio_kernel|pair_ratio_kernel|sum_partials_kernel" \
-    --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis --launch-count 8 \
-    -f -o "$LOGS/zico_kernels" "$PY" benchmarks/profile.py --model resnet18-11M --device cuda --batches 8 --candidates 1
-  [[ -f "$LOGS/zico_kernels.ncu-rep" ]] && timeout 30 ncu --import "$LOGS/zico_kernels.ncu-rep" --page details \
-    >"$LOGS/ncu_details.txt" 2>&1
+# 5. Nsight Compute on the statistics kernels of a scoring run (by kernel name: ncu reads the '/'
+#    of our NVTX ranges as nesting), with occupancy and launch statistics.
+ncu_refused='ERR_NVGPUCTRPERM|LibraryNotLoaded|Failed to initialize|not supported on this|Profiling is not supported'
+if ((HAVE_NCU)); then
+  SKIP_IF=$ncu_refused step ncu 90 45 ncu --nvtx \
+    --kernel-name regex:"accumulate_kernel|ratio_kernel|pair_ratio_kernel|sum_partials_kernel" \
+    --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+    --section LaunchStats --launch-count 8 -f -o "$LOGS/zico_kernels" \
+    "$PY" benchmarks/profile.py --model resnet18-11M --device cuda --batches 8 --candidates 1
+  if [[ $DRY_RUN == 1 || -f $LOGS/zico_kernels.ncu-rep ]]; then
+    step ncu_report 20 5 bash -c 'ncu --import "$1" --page details >"$2"' _ "$LOGS/zico_kernels.ncu-rep" "$LOGS/ncu_details.txt"
+  else
+    skip ncu_report "no report: see ncu.log (ncu exits 0 when no kernel matched)"
+  fi
+else
+  skip ncu "ncu not found on this machine"
+  skip ncu_report "no ncu"
 fi
 
-# Summary: step verdicts, then the figures each step printed.
-{
-  cat "$LOGS/machine.txt"
-  echo
-  cat "$LOGS/steps.txt"
-  echo
-  for name in build import; do  # a failed build stops everything: its error is what a rerun needs
-    grep -q -E "^$name: (FAILED|TIMEOUT)" "$LOGS/steps.txt" && { echo "--- $name.log (tail)"; tail -n 25 "$LOGS/$name.log"; }
-  done
-  for name in tests sanitizer_memcheck sanitizer_initcheck sanitizer_synccheck; do
-    [[ -f "$LOGS/$name.log" ]] && echo "$name: $(grep -E 'passed|failed|ERROR SUMMARY|mismatches' "$LOGS/$name.log" | tail -n 2 | tr '\n' ' ')"
-  done
-  grep -h -E '^FAILED|^ERROR ' "$LOGS/tests.log" 2>/dev/null | head -n 20
-  for name in sanitizer_memcheck sanitizer_initcheck sanitizer_synccheck; do  # whose kernel: ours or a library's
-    grep -m 6 -E '^========= +(Invalid|Uninitialized|Race|Barrier|Program hit|at .*(kernel|0x))' "$LOGS/$name.log" 2>/dev/null |
-      sed "s/^/$name: /"
-  done
-  for name in bandwidth end_to_end; do
-    [[ -f "$LOGS/$name.log" ]] && sed -n '/^ratios/,$p' "$LOGS/$name.log"
-  done
-  [[ -f "$LOGS/candidates.log" ]] && tail -n 6 "$LOGS/candidates.log"
-  [[ -f "$LOGS/workers.log" ]] && tail -n 8 "$LOGS/workers.log"
-  [[ -f "$LOGS/search_overhead.log" ]] && tail -n 8 "$LOGS/search_overhead.log"
-  if [[ -f "$LOGS/ncu_details.txt" ]]; then
-    grep -E '^  [A-Za-z_:<>0-9, ]+\(|DRAM Throughput|Memory Throughput|Duration' "$LOGS/ncu_details.txt" | head -n 40
-  elif [[ -f "$LOGS/ncu.log" ]]; then  # ncu exits 0 when no kernel matched: say so, with its last words
-    echo "ncu: no report"; tail -n 5 "$LOGS/ncu.log"
-  fi
-} >"$OUT/summary.txt" 2>&1
-failed=$(grep -c -E ': (FAILED|TIMEOUT)' "$LOGS/steps.txt")
-echo "failed or timed-out steps: $failed" >>"$OUT/summary.txt"
+# 6. Sanitizers, filtered to our kernels, on a case without cuDNN.
+if ((HAVE_SANITIZER)); then
+  step sanitizers 90 45 bash benchmarks/gpu_steps/sanitizers.sh "$LOGS" 75 "$SANITIZER_FILTER_OPT"
+else
+  skip sanitizers "compute-sanitizer not found on this machine"
+fi
+
+# 7-11. Timings, one at a time on an idle GPU: a variant build still running now is stopped.
+for pid in ${variant_pids[@]+"${variant_pids[@]}"}; do
+  kill "$pid" 2>/dev/null && echo "stopped (unfinished before the timings)" >>"$LOGS/variant_build_status.txt"
+done
+wait 2>/dev/null
+step bandwidth 50 20 "$PY" -m pytest benchmarks/test_bandwidth.py --benchmark-only -q -p no:cacheprovider \
+  -k cuda --benchmark-json="$LOGS/bandwidth.json"
+step variants 60 30 "$PY" benchmarks/gpu_steps/variants.py default=auto \
+  minblocks3="$WORK/variants/minblocks3/zico_fast_variant.so" \
+  half_moments_l1="$WORK/variants/half_moments_l1/zico_fast_variant.so"
+# The GPU goals' case: NB201 (1.5M), batch 128, N = 2, every scorer beside the bare passes.
+end_to_end=()
+for runner in bare zico_score zico_score_norestore reference authors; do
+  end_to_end+=("benchmarks/test_end_to_end.py::test_end_to_end[cuda-nb201-1.5M-2-$runner]")
+done
+step end_to_end 50 25 "$PY" -m pytest "${end_to_end[@]}" --benchmark-only -q -p no:cacheprovider \
+  --benchmark-json="$LOGS/end_to_end.json"
+step candidates 40 15 "$PY" benchmarks/candidates_per_second.py --device cuda --candidates 16 \
+  --out "$LOGS/candidates.json"
+step workers 45 20 "$PY" benchmarks/worker_throughput.py --device cuda --workers 1,2,4 --candidates 24 \
+  --rounds 1 --out "$LOGS/workers.json"
+step search_overhead 40 15 "$PY" benchmarks/search_overhead.py --device cuda --rounds 6 --paper-rounds 6 \
+  --search-iterations 80
+
 cat "$OUT/summary.txt"  # on stdout too: the tool's reply shows its tail even if no file comes back
-# Pack the staged files into one archive (the logs folder goes only once the archive is whole).
-tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" . && rm -rf "$LOGS"
-exit "$failed"
+rm -rf "$WORK"
+exit "$failures"
