@@ -278,3 +278,22 @@ def test_an_exception_inside_a_tap_is_the_proxys_reason_not_the_callers(monkeypa
     reason = "RuntimeError in the block_output hook: boom"
     assert details["reasons"] == {"trainability": reason, "expressivity": reason}  # the failed tap's proxies
     assert math.isnan(values["trainability"]) and math.isnan(values["expressivity"])
+
+
+def test_hooks_read_no_value_on_the_host(monkeypatch):
+    """No float()/.item()/bool()/tolist() inside the hooks (each is a host sync per block on a GPU):
+    with those made to raise during the passes, no proxy picks up a reason; values are read after."""
+    from zico_fast.proxies.compute import _Taps
+
+    torch.manual_seed(0)
+    net, batches = strided(), data(size=7)
+    names = ("grad_norm", "snip", "gsnr", "zico_bc", "naswot", "expressivity", "progressivity", "trainability")
+    taps = _Taps(net, names, None, None)
+    with monkeypatch.context() as patch:
+        for method in ("__float__", "__bool__", "__int__", "__index__", "item", "tolist"):
+            patch.setattr(torch.Tensor, method, lambda *a: (_ for _ in ()).throw(AssertionError("host read")))
+        for x, y in batches:
+            net.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+    taps.detach()
+    assert taps.reasons(zico_score(strided(), batches)) == {}
