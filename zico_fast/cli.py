@@ -12,6 +12,7 @@ import torch
 import zico_fast
 from zico_fast.errors import ZiCoUserError
 from zico_fast.spaces import SPACES
+from zico_fast.user_code import blame_user_code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +95,17 @@ def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
                        help="GPU share of each Ray actor when --device cuda (0.25: four candidates share a GPU)")
 
 
+_SPACE_HELP = (f"{', '.join(SPACES)}, or your own SearchSpace subclass as 'module:Class' or 'file.py:Class' "
+               "(see the README)")
+
+
+def _space_name(text: str) -> str:
+    if text in SPACES or ":" in text:  # a user's own space is checked when it is loaded
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a space ({', '.join(SPACES)}) nor 'module:Class' "
+                                     "or 'file.py:Class' naming your own SearchSpace")
+
+
 def _add_space_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mobilenet space (refused for the others)")
     g.add_argument("--no-reslink", action="store_true", help="score without residual links (ZiCo's ImageNet search)")
@@ -116,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--index", type=int, help="benchmark index (nb201: 0..15624, sss: 0..32767)")
     which.add_argument("--structure", help="MobileNet-space structure string 'SuperConvK3BNRELU(3,16,2,1)...'")
     which.add_argument("--model", help="'module:factory' or 'file.py:factory', called with no arguments")
-    score.add_argument("--space", choices=tuple(SPACES), default=None,
-                       help="space of --arch/--index (None: nb201; mobilenet for --structure)")
+    score.add_argument("--space", type=_space_name, default=None, metavar="SPACE",
+                       help=f"space of --arch/--index (None: nb201; mobilenet for --structure); {_SPACE_HELP}")
     pick = score.add_mutually_exclusive_group()
     pick.add_argument("--output-index", type=int, default=None,
                       help="--model returns a tuple/list: the logits are this item")
@@ -131,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("search", help="evolutionary (the paper's) or random search with ZiCo", formatter_class=fmt,
                          description="Evolutionary (the paper's) or random search; resumes from its log in --out.")
-    run.add_argument("--space", choices=tuple(SPACES), default="nb201")
+    run.add_argument("--space", type=_space_name, default="nb201", metavar="SPACE", help=_SPACE_HELP)
     run.add_argument("--strategy", choices=("evolution", "random", "all"), default="evolution",
                      help="all: every architecture of an indexed space (nb201, sss) in index order, "
                           "--iterations of them")
@@ -156,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rank correlation of ZiCo (and #Params, FLOPs, other proxies) with benchmark accuracy",
                          description="Scores a benchmark's architectures and reports Kendall tau and Spearman rho "
                                      "against its ground truth.")
-    cor.add_argument("--space", choices=tuple(SPACES), default="nb201")
+    cor.add_argument("--space", type=_space_name, default="nb201", metavar="SPACE", help=_SPACE_HELP)
     cor.add_argument("--truth", default=None, metavar="CSV|TABLE",
                      help="a CSV with arch_index, arch_string and the truth column, or a bundled table: nb201-dev "
                           "(725 rows), nb101-dev (300 NASLib-sampled cells), nb101-uniform (1,000 cells drawn "
@@ -198,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
-        return getattr(commands, args.command_name)(args)
+        with blame_user_code():  # an exception raised in the user's --space/--model code: one line naming their file
+            return getattr(commands, args.command_name)(args)
     except NonFiniteGradientError as error:
         print(f"zico-fast: {error}", file=sys.stderr)
         return 1

@@ -67,6 +67,10 @@ def _space(args, name: str):
         raise ZiCoUserError(f"--no-reslink and --bn-eps shape the mobilenet space only, not {name}; leave them out")
     elif args.resolution is not None:
         options["resolution"] = args.resolution
+    if ":" in name:  # the user's own: 'module:Class' or 'file.py:Class'
+        from zico_fast.user_code import load_space
+
+        return load_space(name, options)
     try:
         return get_space(name, **options)
     except ValueError as error:  # the space's own check of --resolution / --num-classes
@@ -104,36 +108,9 @@ def data_info(args, resolution) -> dict:
 
 def load_factory(spec: str):
     """The zero-argument callable named by 'module:factory' or 'path/to/file.py:factory'."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise ZiCoUserError(f"--model {spec!r}: expected 'module:factory' or 'file.py:factory'")
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise ZiCoUserError(f"--model {spec!r}: no file {path}")
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            if str(Path.cwd()) not in sys.path:  # as `python -m` does, so a module beside the user imports
-                sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(target)
-    except ModuleNotFoundError as error:
-        raise ZiCoUserError(f"--model {spec!r}: cannot import {target!r} ({error})") from None
-    except SyntaxError as error:
-        raise ZiCoUserError(f"--model {spec!r}: {error.filename} line {error.lineno}: {error.msg}") from None
-    except ZiCoUserError:
-        raise
-    except Exception as error:  # the user's module failed while it ran; its own traceback is theirs to see
-        rerun = f"python {target}" if target.endswith(".py") else f"python -c 'import {target}'"
-        raise ZiCoUserError(f"--model {spec!r}: importing {target} raised {type(error).__name__}: {error} "
-                            f"({rerun} shows where)") from None
-    factory = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise ZiCoUserError(f"--model {spec!r}: {target} has no attribute {attr!r}")
-        factory = getattr(factory, part)
+    from zico_fast.user_code import load_attribute
+
+    factory, attr = load_attribute(spec, "--model", "factory"), spec.rpartition(":")[2]
     if not callable(factory):
         raise ZiCoUserError(f"--model {spec!r}: {attr} is a {type(factory).__name__}, not a callable")
     try:
