@@ -13,7 +13,7 @@
 # files the device tool brings back (at most 8 may): summary.txt and gpu_check_logs.tar.gz.
 # Exit status: the number of FAILED or TIMEOUT steps.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 OUT=${OUT:-$PWD/gpu_out}
 DRY_RUN=${DRY_RUN:-0}
 BUDGET_S=${BUDGET_S:-420}

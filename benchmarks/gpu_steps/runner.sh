@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The step runner of benchmarks/gpu_check.sh (sourced): a time budget with slots reserved for
 # chosen steps, one log per step, and after every step a fresh summary and log archive in $OUT.
 #
