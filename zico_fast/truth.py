@@ -65,16 +65,26 @@ def _parse_float(text: str, what: str, line: int, path: Path, allow_empty: bool)
 
 def load_truth(path: str | Path, space, truth_column: str = DEFAULT_TRUTH_COLUMN,
                compare: Sequence[str] | None = None) -> Truth:
-    """Reads and checks a ground-truth CSV: columns arch_index, arch_string and `truth_column`.
+    """Reads and checks a ground-truth CSV: columns arch_string, `truth_column` and optionally
+    arch_index (without it, rows get the space's index, or for a space without one their position
+    in the file). A .json file is NASLib's zero-cost format (truth_naslib; 'file.json#task' picks
+    one of its tasks).
 
     Every arch_string must be valid in `space` and (where the space numbers its architectures) name
     the architecture its arch_index says.  `compare`: columns holding other proxies' scores (None:
     every column starting with "naslib_", and nb101_trainable_params); an empty cell there is a
     missing score (NaN), text is an error.  Raises TruthError with the file, line and what is wrong.
     """
-    path = Path(path)
+    path, task = Path(path), None
+    name, hash_sign, named_task = str(path).rpartition("#")
+    if hash_sign and name.endswith(".json") and not path.is_file():  # zc_nasbench201.json#cifar100
+        path, task = Path(name), named_task
     if not path.is_file():
         raise TruthError(f"truth file {path} does not exist")
+    if path.suffix.lower() == ".json":
+        from zico_fast.truth_naslib import load_naslib_json
+
+        return load_naslib_json(path, space, truth_column, compare, task)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -85,7 +95,8 @@ def load_truth(path: str | Path, space, truth_column: str = DEFAULT_TRUTH_COLUMN
     if not header:
         raise TruthError(f"{path} is empty; expected a CSV header with arch_index, arch_string, {truth_column}")
     reader.fieldnames = header
-    missing = [c for c in ("arch_index", "arch_string", truth_column) if c not in header]
+    numbered = "arch_index" in header  # else rows are numbered by the space's index, or in file order
+    missing = [c for c in ("arch_string", truth_column) if c not in header]
     if missing:
         raise TruthError(f"{path} lacks column(s) {', '.join(missing)}; its columns are: {', '.join(header)}")
     if compare is None:
@@ -105,20 +116,23 @@ def load_truth(path: str | Path, space, truth_column: str = DEFAULT_TRUTH_COLUMN
             raise TruthError(f"{path}:{line}: has more cells than the header has columns")
         if all(not (v or "").strip() for v in record.values()):
             continue  # blank line
-        index_text = (record["arch_index"] or "").strip()
-        try:
-            arch_index = int(index_text)
-        except ValueError:
-            raise TruthError(f"{path}:{line}: arch_index is {index_text!r}, not an integer") from None
-        if arch_index in seen:
-            raise TruthError(f"{path}:{line}: arch_index {arch_index} already appears on line {seen[arch_index]}")
-        seen[arch_index] = line
         arch_text = (record["arch_string"] or "").strip()
         try:
             arch = space.canonical(arch_text)
         except ValueError as error:
             raise TruthError(f"{path}:{line}: invalid arch_string: {error}") from None
-        if space.has_index:
+        index_text = (record["arch_index"] or "").strip() if numbered else None
+        if index_text is None:
+            arch_index = space.index_of(arch) if space.has_index else len(rows)
+        else:
+            try:
+                arch_index = int(index_text)
+            except ValueError:
+                raise TruthError(f"{path}:{line}: arch_index is {index_text!r}, not an integer") from None
+        if arch_index in seen:
+            raise TruthError(f"{path}:{line}: arch_index {arch_index} already appears on line {seen[arch_index]}")
+        seen[arch_index] = line
+        if space.has_index and numbered:
             actual = space.index_of(arch)
             if actual != arch_index:
                 raise TruthError(f"{path}:{line}: arch_string {arch_text} is {space.name} index {actual}, "
