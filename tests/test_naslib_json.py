@@ -127,3 +127,14 @@ def test_a_csv_without_arch_index(tmp_path):
 
     rows = load_truth(path, Unnumbered(), "acc").rows  # else in file order
     assert [r.arch_index for r in rows] == [0, 1] and not math.isnan(rows[1].truth)
+
+
+def test_nb301_keys_are_naslibs_compact_genotypes(tmp_path):
+    from zico_fast.spaces import get_space
+
+    darts = get_space("darts")
+    row = next(csv.DictReader(open(DEV_CSV.with_name("nb301_dev.csv"))))
+    key = str(tuple(tuple(cell) for cell in __import__("ast").literal_eval(row["arch_string"])))  # as NASLib keys it
+    data = {"nasbench301": {"cifar10": {key: {"val_accuracy": float(row["cifar10_val_acc"]), "snip": 2.0}}}}
+    table = load_truth(write(tmp_path, data, "zc_nasbench301.json"), darts, "val_accuracy")
+    assert table.rows[0].arch == darts.canonical(row["arch_string"]) and table.rows[0].arch_index == 0
