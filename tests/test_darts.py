@@ -144,23 +144,30 @@ def test_compact_has_no_none_and_none_builds_a_zero_edge():
 
 
 @pytest.mark.parametrize("arch, message", [
-    (DARTS_V2.replace("'sep_conv_3x3', 0", "'conv_7x7', 0", 1), r"normal cell, node 2 \(edge 1 of 8\): unknown op 'conv_7x7'"),
-    (DARTS_V2.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 5)"), r"normal cell, node 5 \(edge 8 of 8\): input 5 is not an earlier node \(0..4\)"),
-    (DARTS_V2.replace("('skip_connect', 2), ('max_pool_3x3', 1)", "('skip_connect', 1), ('max_pool_3x3', 1)"), "reduce cell, node 3: both edges read node 1"),
+    (DARTS_V2.replace("'sep_conv_3x3', 0", "'conv_7x7', 0", 1),
+     r"normal cell, node 2 \(edge 1 of 8\): unknown op 'conv_7x7'"),
+    (DARTS_V2.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 5)"),
+     r"normal cell, node 5 \(edge 8 of 8\): input 5 is not an earlier node \(0..4\)"),
+    (DARTS_V2.replace("('skip_connect', 2), ('max_pool_3x3', 1)", "('skip_connect', 1), ('max_pool_3x3', 1)"),
+     "reduce cell, node 3: both edges read node 1"),
     (DARTS_V2.replace(", ('dil_conv_3x3', 2)]", "]"), "the normal cell has 7 edges; it needs 8"),
     (DARTS_V2.replace("reduce_concat=[2, 3, 4, 5]", "reduce_concat=[4, 5]"), r"reduce_concat is \[4, 5\]"),
     (DARTS_V2.replace(", reduce_concat=[2, 3, 4, 5]", ""), "Genotype lacks reduce_concat"),
     (DARTS_V2.replace("normal_concat=", "normal_concat=[2, 3, 4, 5], normal_concat="), "unknown or given twice"),
-    (DARTS_V2.replace("('sep_conv_3x3', 0)", "(__import__('os').remove('x'), 0)", 1), "the normal cell must be a literal list"),
-    (DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=list(range(2, 6))"), "normal_concat must be the literal list"),
+    (DARTS_V2.replace("('sep_conv_3x3', 0)", "(__import__('os').remove('x'), 0)", 1),  # parsed, never run
+     "the normal cell must be a literal list"),
+    (DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=list(range(2, 6))"),
+     "normal_concat must be the literal list"),
     (DARTS_V2 + "; 1", "not well-formed Genotype"),
     ("Genotyp" + DARTS_V2[8:], "cannot read a DARTS architecture"),
     (DARTS_V2 + " + " + DARTS_V2, "not one Genotype"),
     ("Genotype(" + "[" * 500 + "]" * 500 + ")", "not well-formed Genotype"),  # nesting past the parser's limit
     ("[[(0, 1)] * 8, [(0, 1)] * 8]", "may hold only numbers, commas and brackets"),
-    (str([[(0, 7)] + [(1, 0)] * 7, [(1, 0)] * 8]), r"normal cell, node 2 \(edge 1 of 8\): op index 7 is not one of 0..6"),
+    (str([[(0, 7)] + [(1, 0)] * 7, [(1, 0)] * 8]),
+     r"normal cell, node 2 \(edge 1 of 8\): op index 7 is not one of 0..6"),
     ("[" + ", ".join(["[" + ", ".join(["(0, 1), (1, 2)"] * 4) + "]"] * 3) + "]", "must hold 2 cells"),
-    (str([[(0, 1), (0, 2)] + [(0, 1), (1, 2)] * 3, [(0, 1), (1, 2)] * 4]), "normal cell, node 2: both edges read node 0"),
+    (str([[(0, 1), (0, 2)] + [(0, 1), (1, 2)] * 3, [(0, 1), (1, 2)] * 4]),
+     "normal cell, node 2: both edges read node 0"),
     (str([[(0, 1), (1, 2)] * 4, [(0, 1), (1, 2), (0, 1)]]), "the reduce cell has 3 edges"),
     ("x" * 20_000, "too long"),
     ("sep_conv_3x3", "cannot read a DARTS architecture from 'sep_conv_3x3'"),
@@ -242,3 +249,12 @@ def test_search_command_runs_and_resumes(tmp_path, capsys):
         assert "resuming" in capsys.readouterr().err
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_malformed_arch_on_the_command_line_is_one_line(tmp_path, capsys):
+    bad = DARTS_V2.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 7)")
+    assert main(["score", "--space", "darts", "--arch", bad, "--synthetic", "--batch-size", "2",
+                 "--out", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "normal cell, node 5 (edge 8 of 8): input 7 is not an earlier node" in err[0]
+    assert not (tmp_path / "s.json").exists()

@@ -172,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     cor.add_argument("--truth", default=None, metavar="CSV|TABLE",
                      help="a CSV with arch_index, arch_string and the truth column, or a bundled table: nb201-dev "
                           "(725 rows), nb101-dev (300 NASLib-sampled cells), nb101-uniform (1,000 cells drawn "
-                          "uniformly); None: the space's -dev table")
+                          "uniformly), nb301-dev (425 NAS-Bench-301 rows, --space darts); None: the space's -dev table")
     cor.add_argument("--truth-column", default=None,
-                     help="ground-truth column (None: <dataset>_test_acc; for nb101 cifar10_val_acc, the only "
-                          "accuracy its tables have); a column of the other CIFAR data set is refused")
+                     help="ground-truth column (None: <dataset>_test_acc; for nb101 and darts cifar10_val_acc, "
+                          "the only accuracy their tables have); a column of the other CIFAR data set is refused")
     cor.add_argument("--compare", default=None, metavar="COLS",
                      help="comma-separated columns of other proxies' scores (None: every naslib_* column)")
     cor.add_argument("--sample", type=positive, default=None, metavar="K", help="score K random rows (None: all)")
