@@ -240,10 +240,13 @@ def test_search_command_runs_and_resumes(tmp_path, capsys):
     torch.set_num_threads(1)
     try:
         args = ["search", "--space", "darts", "--iterations", "3", "--population", "2", "--out", str(tmp_path),
-                "--no-progress", "--synthetic", "--batch-size", "2", "--device", "cpu"]
+                "--no-progress", "--synthetic", "--batch-size", "2", "--device", "cpu", "--max-params", "900000"]
         assert main(args) == 0
         best = json.loads((tmp_path / "best.json").read_text())
         assert SPACE.canonical(best["arch"]) == best["arch"] and best["iterations"] == 3
+        with (tmp_path / "candidates.csv").open(newline="") as f:
+            archs = [row["arch"] for row in csv.DictReader(f)]
+        assert len(archs) == 3 and all(SPACE.cost(arch).params <= 900_000 for arch in archs)
         assert main(args[:4] + ["4"] + args[5:]) == 0  # resumes: one more candidate
         assert json.loads((tmp_path / "best.json").read_text())["iterations"] == 4
         assert "resuming" in capsys.readouterr().err
