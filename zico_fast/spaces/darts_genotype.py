@@ -206,8 +206,8 @@ def _validated(cells: dict) -> Genotype:
 
 def canonical(genotype: Genotype) -> Genotype:
     """The one spelling of every equal cell pair: within a node the two edges are an unordered pair
-    (sorted by input, then op), and intermediate nodes whose order the edges leave free (a node
-    that reads none of the others) are renumbered to the smallest such spelling. Renumbering only
+    (sorted by input, then op), and the intermediate nodes take the numbering, among those that keep
+    every edge reading an earlier node, with the smallest spelling. Renumbering only
     permutes the channels of the cell's concatenated output, so the networks are the same function
     family (the next 1x1 convs and the classifier see the same channels in another order)."""
     return Genotype(*(_canonical_cell(cell) for cell in genotype.cells()))
