@@ -11,7 +11,10 @@ from pathlib import Path
 
 from zico_fast.plots import plotting_available, scatter_plot, search_plot
 
-SEARCH_COLUMNS = ["id", "arch", "score", "flops", "params", "depth", "seconds", "error", "cached_from", "discarded"]
+# candidates.csv: the fitness the search ranked by (named in fitness_name), ZiCo, the other proxies computed
+# (after zico), then the candidate's cost and bookkeeping
+SEARCH_COLUMNS = ["id", "arch", "fitness", "fitness_name", "zico", "flops", "params", "depth", "seconds", "error",
+                  "cached_from", "discarded"]
 # Published numbers (ZiCo paper, NATS-Bench-TSS CIFAR-10, all 15,625 networks), for the summary.
 PAPER_CIFAR10 = {"zico": (0.61, 0.80), "params": (0.57, 0.75), "flops": (0.54, 0.73),
                  "naslib_nwot": (0.58, 0.77), "naslib_synflow": (0.54, 0.73),
@@ -63,28 +66,66 @@ def best_summary(result, data: dict | None = None) -> dict:
 
 # The files a finished run writes beside its log, in writing order.
 SEARCH_OUTPUTS = ("best.json", "candidates.csv", "search.png")
-CORRELATE_OUTPUTS = ("report.json", "summary.md", "scatter.png")
+CORRELATE_OUTPUTS = ("report.json", "scores.csv", "summary.md", "scatter.png")
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Atomically, as write_json; a missing value (a failed candidate's) is an empty cell."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def search_table(result) -> tuple[list[str], list[dict]]:
+    """candidates.csv's columns and rows: every logged candidate with the fitness the search ranked it
+    by (ZiCo, or its rank-ensemble fitness against every candidate of the finished log, as the final
+    population is ranked) and every proxy it computed."""
+    proxies = [p for p in result.settings.get("proxies", ["zico"]) if p not in ("zico", "params", "flops")]
+    kind = result.settings.get("fitness", {}).get("kind", "zico")
+    fitness = [r["score"] for r in result.records]
+    if kind == "ensemble":
+        from zico_fast.proxies.ensemble import SearchFitness
+
+        ensemble = SearchFitness(result.settings["fitness"]["members"])
+        for record in result.records:  # as the search added them: fresh scored candidates, in log order
+            if record["score"] is not None and record["cached_from"] is None:
+                ensemble.add(record["values"])
+        fitness = [None if r["score"] is None else ensemble.of(r["values"]) for r in result.records]
+    columns = SEARCH_COLUMNS[:5] + proxies + SEARCH_COLUMNS[5:]
+    rows = [{**r, "fitness": f, "fitness_name": kind, "zico": r["score"],
+             **{p: r.get("values", {}).get(p) for p in proxies}} for r, f in zip(result.records, fitness)]
+    return columns, rows
+
+
+def correlate_table(result) -> tuple[list[str], list[dict]]:
+    """scores.csv's columns and rows: one row per architecture correlated (the first batch set's
+    record): arch_index, arch, truth, every proxy computed, error."""
+    proxies = list(result.report["settings"]["proxies"])
+    first = result.records[:len(result.truth)]
+    rows = [{"arch_index": r["arch_index"], "arch": r["arch"], "truth": truth, "error": r["error"],
+             **{p: r.get("values", {}).get(p) for p in proxies}} for r, truth in zip(first, result.truth)]
+    return ["arch_index", "arch", "truth", *proxies, "error"], rows
 
 
 def write_search_outputs(result, out: Path, data: dict | None = None) -> list[str]:
     """best.json, candidates.csv (one row per logged candidate), then search.png; returns the names."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "best.json", best_summary(result, data))
-    tmp = out / "candidates.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, SEARCH_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(result.records)
-    os.replace(tmp, out / "candidates.csv")
+    _write_csv(out / "candidates.csv", *search_table(result))
     _plot(search_plot, out / "search.png", result.history, result.settings.get("strategy", ""), result.best_score)
     return list(SEARCH_OUTPUTS)
 
 
 def write_correlate_outputs(result, out: Path, data: dict | None = None) -> list[str]:
-    """report.json and summary.md, then scatter.png (scores.jsonl is the run's log, beside them)."""
+    """report.json, scores.csv (one row per architecture) and summary.md, then scatter.png (scores.jsonl
+    is the run's log, beside them)."""
     out.mkdir(parents=True, exist_ok=True)
     report = {**result.report, "data": data}
     write_json(out / "report.json", report)
+    _write_csv(out / "scores.csv", *correlate_table(result))
     tmp = out / "summary.md.tmp"
     tmp.write_text(summary_markdown(report), encoding="utf-8")
     os.replace(tmp, out / "summary.md")
