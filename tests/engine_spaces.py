@@ -39,14 +39,18 @@ class KilledOnceSpace(NB201Space):
 
 
 class SlowSpace(NB201Space):
-    """A tiny NB201 that takes `delay` seconds to build each network: a run long enough to kill."""
+    """A tiny NB201 that takes `delay` seconds to build each network: a run long enough to kill.
+    With `started` (a folder), each build first leaves a file named by its process id there, so a
+    test knows a worker is inside a candidate."""
 
-    def __init__(self, delay: float = 0.3):
+    def __init__(self, delay: float = 0.3, started: str | None = None):
         super().__init__(C=4, N=1, resolution=16)
-        self.delay = delay
+        self.delay, self.started = delay, started
 
     def build(self, arch):
         import time
 
+        if self.started:
+            open(os.path.join(self.started, str(os.getpid())), "w").close()
         time.sleep(self.delay)
         return super().build(arch)

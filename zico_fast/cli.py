@@ -4,12 +4,14 @@ its traceback. The subcommands themselves are in zico_fast.commands."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 
 import torch
 
 import zico_fast
+from zico_fast.clean_stop import stop_cleanly
 from zico_fast.errors import ZiCoUserError
 from zico_fast.spaces import SPACES
 from zico_fast.user_code import blame_user_code
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                      description="ZiCo zero-shot NAS: score networks, search spaces, check rankings against benchmarks.")
     parser.add_argument("--version", action="version", version=f"zico-fast {zico_fast.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, title="commands",
-                                metavar="{score,search,correlate}")
+                                metavar="{score,search,correlate,salvage}")
 
     score = sub.add_parser("score", help="ZiCo score of one network", formatter_class=fmt,
                            description="ZiCo score of one network.")
@@ -189,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_options(cor)
     _add_data_options(cor)
     cor.set_defaults(command_name="correlate")
+
+    fix = sub.add_parser("salvage", formatter_class=fmt, help="repair a damaged run log, keeping every valid record",
+                         description="Keeps every valid record of a damaged search or correlate log, moves the "
+                                     "damaged file aside (LOG.damaged-<time>) and writes the repaired log in its "
+                                     "place; then the same run command resumes, scoring only what was lost.")
+    fix.add_argument("log", metavar="LOG|DIR", help="the run log, or the --out folder of the run")
+    fix.set_defaults(command_name="salvage")
     return parser
 
 
@@ -210,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
-        with blame_user_code():  # an exception raised in the user's --space/--model code: one line naming their file
+        # stop_cleanly: Ctrl-C and SIGTERM end the workers and close the log whole, then the resume line below;
+        # blame_user_code: an exception raised in the user's --space/--model code is one line naming their file
+        with stop_cleanly(), blame_user_code():
             return getattr(commands, args.command_name)(args)
     except NonFiniteGradientError as error:
         print(f"zico-fast: {error}", file=sys.stderr)
@@ -225,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zico-fast {args.command_name}: error: out of memory ({reason}); score a smaller network, "
               "use a smaller --batch-size, or a machine with more memory", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        if args.command_name != "score":
-            print(f"\ninterrupted; run the same command again to resume from {args.out}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        how = getattr(stop, "signal_name", "SIGINT")
+        if args.command_name in ("search", "correlate") and not getattr(args, "report_only", False):
+            again = shlex.join(["zico-fast", *(sys.argv[1:] if argv is None else argv)])
+            print(f"\nzico-fast {args.command_name}: stopped by {how}, the log in {args.out} is whole; to resume "
+                  f"run the same command: {again}", file=sys.stderr)
+        else:
+            print(f"\nzico-fast {args.command_name}: stopped by {how}", file=sys.stderr)
+        return getattr(stop, "exit_status", 130)

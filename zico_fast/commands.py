@@ -2,6 +2,7 @@
 The library returns results; zico_fast.reporting writes the files."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -16,10 +17,10 @@ import torch
 from zico_fast.engine import (build_seeded, check_device, evaluate, init_seed, make_backend, record as repro_record,
                               torch_settings)
 from zico_fast.errors import ZiCoUserError
-from zico_fast.out_folder import run_folder, writable_folder, write_outputs
+from zico_fast.engine.run_lock import RunLock
+from zico_fast.out_folder import (CORRELATE_LOG, SEARCH_LOG, run_folder, salvage, writable_folder, write_atomically,
+                                  write_outputs)
 from zico_fast.proxies.registry import engine_names
-
-SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
 
 
 def _check_common(args) -> torch.device:
@@ -138,6 +139,11 @@ def score(args) -> int:
         if out.is_dir():
             raise ZiCoUserError(f"--out {out} is a folder; give a file name such as {out / 'score.json'}")
         writable_folder(out.parent).mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext() if out is None else RunLock(out):  # one writer per --out file
+        return _score(args, device, out)
+
+
+def _score(args, device, out: Path | None) -> int:
     cost = None
     if args.model:
         if args.space or args.no_reslink or args.bn_eps is not None:
@@ -202,7 +208,7 @@ def score(args) -> int:
     if args.out == "-":
         print(text)
     elif out is not None:
-        out.write_text(text + "\n")
+        write_atomically(out, text + "\n")
     if not math.isfinite(values["zico"]):  # scripts must not take this for a score
         print("zico-fast score: the ZiCo score is not finite: a gradient was inf or NaN; check the data and the "
               "model's initialisation (zico_score(..., nonfinite='raise') names the layer and batch)", file=sys.stderr)
@@ -219,14 +225,15 @@ def search(args) -> int:
     batches = _batches(args, space.num_classes, space.resolution)
     out = run_folder(Path(args.out), SEARCH_LOG, SEARCH_OUTPUTS)
     log = out / SEARCH_LOG
-    if log.exists():
-        print(f"resuming the search logged in {log}", file=sys.stderr)
-    result = run_search(space, batches, iterations=args.iterations, population=args.population,
-                        strategy=args.strategy, seed=args.seed, generation=args.generation,
-                        max_flops=args.max_flops, max_params=args.max_params, max_depth=args.max_depth,
-                        log_path=log, device=device, workers=args.workers, threads=args.threads, backend=_backend(args),
-                        proxies=engine_names(args.proxies)[0], fitness=args.fitness, progress=not args.no_progress)
-    names = write_outputs(write_search_outputs, result, out, data_info(args, space.resolution), log)
+    with RunLock(log):  # one run per folder, until its outputs are written; refused at once otherwise
+        if log.exists():
+            print(f"resuming the search logged in {log}", file=sys.stderr)
+        result = run_search(space, batches, iterations=args.iterations, population=args.population,
+                            strategy=args.strategy, seed=args.seed, generation=args.generation,
+                            max_flops=args.max_flops, max_params=args.max_params, max_depth=args.max_depth,
+                            log_path=log, device=device, workers=args.workers, threads=args.threads, backend=_backend(args),
+                            proxies=engine_names(args.proxies)[0], fitness=args.fitness, progress=not args.no_progress)
+        names = write_outputs(write_search_outputs, result, out, data_info(args, space.resolution), log)
     if result.best_arch is None:
         print(f"no candidate could be scored ({result.failed} failed); see {log}", file=sys.stderr)
         return 1
@@ -248,13 +255,14 @@ def correlate(args) -> int:
     compare = None if args.compare is None else [c.strip() for c in args.compare.split(",") if c.strip()]
     batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r) for r in range(args.repeats)]
     out = run_folder(Path(args.out), CORRELATE_LOG, CORRELATE_OUTPUTS)
-    result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=args.truth,
-                           truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
-                           device=device, threads=args.threads, workers=args.workers, backend=_backend(args),
-                           proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
-                           report_only=args.report_only, dataset=args.dataset or "cifar10")
-    data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
-    names = write_outputs(write_correlate_outputs, result, out, data, out / CORRELATE_LOG)
+    with contextlib.nullcontext() if args.report_only else RunLock(out / CORRELATE_LOG):  # report-only only reads
+        result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=args.truth,
+                               truth_column=args.truth_column, compare=compare, sample=args.sample, seed=args.seed,
+                               device=device, threads=args.threads, workers=args.workers, backend=_backend(args),
+                               proxies=engine_names(args.proxies)[0], progress=not args.no_progress,
+                               report_only=args.report_only, dataset=args.dataset or "cifar10")
+        data = {**data_info(args, space.resolution), "data_seeds": [args.data_seed + r for r in range(args.repeats)]}
+        names = write_outputs(write_correlate_outputs, result, out, data, out / CORRELATE_LOG)
     c = result.report["correlations"]
 
     def two(name):

@@ -10,6 +10,7 @@ one's values and names it in `cached_from` (benchmark files list one cell under 
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import time
@@ -78,11 +79,13 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=None, truth_column
     seeds = {row.arch: init_seed(seed, space.key(row.arch)) for row in rows}  # hashed here, warm (see Task)
     tasks = [Task(rep * len(rows) + pos, row.arch, rep, seeds[row.arch])
              for rep in range(len(batch_sets)) for pos, row in enumerate(rows)]
-    if [r["id"] for r in logged] != list(range(len(logged))):
+    ids = {r["id"] for r in logged}
+    if len(ids) < len(logged) or not ids <= set(range(len(tasks))):
         log.close()
-        raise RunLogError(f"{log_path} has missing or repeated records; it cannot be resumed")
-    records = list(logged)
-    todo = tasks[len(logged):]
+        raise RunLogError(f"{log_path} has repeated or unknown record ids; `zico-fast salvage {log_path}` keeps "
+                          "the first of each, then the same run resumes")
+    records = sorted(logged, key=lambda r: r["id"])
+    todo = [task for task in tasks if task.id not in ids]  # a salvage may have dropped some before the last
     backend = backend or make_backend(min(workers, max(1, len(todo))))
     wall = time.perf_counter()
     try:
@@ -90,10 +93,11 @@ def correlate(space, batch_sets: Sequence, *, log_path, truth=None, truth_column
             backend.start(WorkerConfig(space, [[(x.cpu(), y.cpu()) for x, y in s] for s in batch_sets], str(device),
                                        threads, seed, tuple(proxies)))
             log.describe_run(describe(backend))
-            _score_in_order(backend, todo, rows, records, log, progress, len(tasks), space)
+            _score_in_order(backend, tasks, todo, rows, records, log, progress, space)
     finally:
         log.close()
         backend.close()
+    records.sort(key=lambda r: r["id"])
     report = build_report(table, rows, records, space, settings)
     report["timings"]["wall_seconds_this_run"] = round(time.perf_counter() - wall, 2)
     report["resumed_records"], report["scored_this_run"] = len(logged), len(todo)
@@ -113,7 +117,10 @@ def _report_logged(table: Truth, rows, space, settings: dict, log_path) -> Corre
                              + "); pass the arguments of the run that wrote it")
     if settings["repeats"] != 1:
         raise CorrelateError("report_only needs a single-repeat run (repeats=1)")
-    done = min(len(logged), len(rows))
+    logged = sorted(logged, key=lambda r: r["id"])
+    done = 0  # the rows logged without a gap (a salvage may have dropped some; a resume redoes them)
+    while done < min(len(logged), len(rows)) and logged[done]["id"] == done:
+        done += 1
     if done < 2:
         raise CorrelateError(f"{log_path} holds {done} scored rows; at least 2 are needed for a report")
     report = build_report(table, rows[:done], logged[:done], space, {**settings, "rows": done})
@@ -123,21 +130,22 @@ def _report_logged(table: Truth, rows, space, settings: dict, log_path) -> Corre
     return CorrelateResult(report, zico, [r.truth for r in rows[:done]], logged[:done])
 
 
-def _score_in_order(backend, todo, rows, records, log, progress, total, space) -> None:
-    # A reorder buffer: records are logged in task order, so the log is a prefix of the same list
-    # under any backend or completion order, and a resume only needs the count of logged records.
+def _score_in_order(backend, tasks, todo, rows, records, log, progress, space) -> None:
+    # A reorder buffer: records are logged in the order of `todo` (task order), so the log is the
+    # same under any backend or completion order, and a resume only needs the ids logged.
     from tqdm.auto import tqdm
 
-    first_of = {}  # (key, batch set) -> id of the task that scores it
-    for r in records:
-        first_of.setdefault((space.key(r["arch"]), r["repeat"]), r["id"])
+    first_of = {}  # (key, batch set) -> id of the task that scores it (the first with that network)
+    for task in tasks:
+        first_of.setdefault((space.key(task.arch), task.batch_set), task.id)
     fresh, copies = [], {}  # copies: id of the scoring task -> later tasks with the same network
     for task in todo:
-        first = first_of.setdefault((space.key(task.arch), task.batch_set), task.id)
+        first = first_of[(space.key(task.arch), task.batch_set)]
         (fresh.append(task) if first == task.id else copies.setdefault(first, []).append(task))
     logged = {r["id"]: r for r in records}
-    waiting, next_id = {}, todo[0].id
-    bar = tqdm(total=total, initial=total - len(todo), disable=not progress, unit="arch", desc="correlate")
+    waiting, order = {}, collections.deque(task.id for task in todo)
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), disable=not progress, unit="arch",
+               desc="correlate")
 
     def ready(task, rec, cached_from=None):
         row = rows[task.id % len(rows)]
@@ -146,12 +154,10 @@ def _score_in_order(backend, todo, rows, records, log, progress, total, space) -
         bar.update(1)
 
     def flush():  # log every record whose predecessors are all logged
-        nonlocal next_id
-        while next_id in waiting:
-            record = waiting.pop(next_id)
+        while order and order[0] in waiting:
+            record = waiting.pop(order.popleft())
             log.append(record)
             records.append(record)
-            next_id += 1
 
     for first in [f for f in copies if f in logged]:  # scored by an earlier run of this log
         for task in copies.pop(first):

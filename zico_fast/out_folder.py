@@ -1,12 +1,15 @@
 """The CLI's --out folders: checked before any work without writing anything, never holding someone
-else's files a run would overwrite, and the run's summary files written with one clear error if the
-disk refuses them (the run log, written as the run goes, keeps everything scored)."""
+else's files a run would overwrite, the run's summary files written with one clear error if the
+disk refuses them (the run log, written as the run goes, keeps everything scored), and the
+`salvage` command that repairs a folder's damaged run log."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from zico_fast.errors import ZiCoUserError
+
+SEARCH_LOG, CORRELATE_LOG = "search.jsonl", "scores.jsonl"
 
 
 def writable_folder(folder: Path, flag: str = "--out") -> Path:
@@ -44,3 +47,44 @@ def write_outputs(write, result, out: Path, data: dict, log: Path) -> list[str]:
     except OSError as error:
         raise ZiCoUserError(f"cannot write the outputs in {out} ({error.strerror or error}); the run itself is "
                             f"complete in {log}: make room and run the same command again to write them") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all: a kill mid-write leaves the previous file."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def salvage(args) -> int:
+    """`zico-fast salvage LOG|DIR`: keeps every valid record of a damaged run log (engine/salvage.py)."""
+    from zico_fast.engine.salvage import salvage as repair
+
+    path = Path(args.log)
+    if path.is_dir():
+        logs = [path / name for name in (SEARCH_LOG, CORRELATE_LOG) if (path / name).is_file()]
+        if len(logs) != 1:
+            raise ZiCoUserError(f"{path} holds {'no run log' if not logs else 'two run logs'} ({SEARCH_LOG} or "
+                                f"{CORRELATE_LOG}); give the log file itself")
+        path = logs[0]
+    report = repair(path)
+    if report.moved_to is None:
+        print(f"{path}: {report.kept} records, nothing damaged; left as it is")
+        return 0
+    parts = [f"kept {report.kept} records"]
+    if report.damaged_lines:
+        parts.append(f"dropped {report.dropped_fragments} damaged piece(s) of line(s) "
+                     f"{', '.join(map(str, report.damaged_lines))}")
+    if report.split_lines:
+        parts.append(f"split line(s) {', '.join(map(str, report.split_lines))} holding several records")
+    if report.repeated:
+        parts.append(f"dropped {report.repeated} repeated record(s) (the first of each id is kept)")
+    print(f"{path}: {'; '.join(parts)}.\nThe damaged original is {report.moved_to}. Run the same command as "
+          "before to resume: it scores only the records that were lost.")
+    return 0

@@ -162,14 +162,12 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
         settings["fitness"] = {"kind": fitness, "members": list(ENSEMBLE_MEMBERS)}
     log = RunLog(log_path, "search", required=("id", "arch", "score"))
     backend = backend or make_backend(workers)
-    logged = log.open(settings)
     try:
-        if len(logged) > iterations:
-            raise SearchError(f"{log_path} already holds {len(logged)} candidates, more than iterations="
-                              f"{iterations}; pass iterations >= {len(logged)} to report the whole log, or "
+        logged = _by_iteration(log.open(settings), log_path)  # may lack some a salvage dropped: redone below
+        if logged and max(logged) >= iterations:
+            raise SearchError(f"{log_path} already holds {max(logged) + 1} candidates, more than iterations="
+                              f"{iterations}; pass iterations >= {max(logged) + 1} to report the whole log, or "
                               "give another output folder")
-        if [r["id"] for r in logged] != list(range(len(logged))):
-            raise RunLogError(f"{log_path} has missing or repeated iterations; it cannot be resumed")
         state = _State(population, fitness)
         started = False
         bar = _progress(progress, iterations, len(logged), strategy)
@@ -180,7 +178,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
                         for i in range(start, min(start + generation, iterations))]
             fresh, known = {}, set(state.cache)
             for i, arch, _, _ in children:
-                if i >= len(logged) and arch not in known:
+                if i not in logged and arch not in known:
                     fresh[arch] = Task(i, arch, init_seed=init_seed(seed, space.key(arch)))
                 known.add(arch)
             if fresh and not started:
@@ -190,7 +188,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
                 started = True
             scored = {task.arch: rec for task, rec in backend.run(list(fresh.values()))} if fresh else {}
             for i, arch, cost, discarded in children:  # in iteration order, whatever the arrival order
-                if i < len(logged):
+                if i in logged:
                     record = logged[i]
                     if record["arch"] != arch:
                         raise RunLogError(f"{log_path}:{i + 2}: iteration {i} logged {record['arch']} but this "
@@ -213,6 +211,16 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
         log.close()
         backend.close()
     return state.result(log_path, settings)
+
+
+def _by_iteration(records: list[dict], log_path: Path) -> dict[int, dict]:
+    logged = {}
+    for record in records:
+        if record["id"] in logged:
+            raise RunLogError(f"{log_path} holds iteration {record['id']} twice; `zico-fast salvage {log_path}` "
+                              "keeps the first, then the same run resumes")
+        logged[record["id"]] = record
+    return logged
 
 
 def _progress(enabled: bool, total: int, done: int, strategy: str):

@@ -11,6 +11,7 @@ before logging them, so the order of arrival never changes a log.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -130,8 +131,18 @@ class InProcessBackend:
         pass
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent dies (PR_SET_PDEATHSIG), even mid-candidate
+    in native code. A run killed with -9 cannot stop its workers, and they would score on forever."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the watch below is the only guard
+        pass
+
+
 def _exit_with_parent(parent: int) -> None:
-    # A run killed with -9 cannot stop its workers; without this watch they would wait forever.
+    # Elsewhere than Linux, and for a parent that died before the prctl above took effect.
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
@@ -139,6 +150,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
+    _die_with_parent()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
         state = prepare_worker_process(config)
@@ -178,12 +190,14 @@ class ProcessBackend:
             warnings.warn(f"{workers} worker processes on {cpus} CPUs share the cores and hold ~220 MB each; "
                           f"--workers {cpus} or fewer is usually as fast", RuntimeWarning, stacklevel=2)
         self.workers, self._procs, self.respawned = workers, [], 0
+        self._idle = True  # False from start() or run() until it completes: close() then kills the workers
         self.ahead = ahead  # tasks in a worker's pipe beyond the one it scores (see run)
 
     def start(self, config: WorkerConfig) -> None:
-        self.config, self._context = config, multiprocessing.get_context("spawn")
-        launched = [self._launch() for _ in range(self.workers)]  # all start in parallel
-        self._procs = [self._ready(*p) for p in launched]
+        self.config, self._context, self._idle = config, multiprocessing.get_context("spawn"), False
+        self._procs = [self._launch() for _ in range(self.workers)]  # all start in parallel
+        self._procs = [self._ready(*p) for p in self._procs]
+        self._idle = True
 
     def describe(self) -> dict:
         """Where this run scored (logged in a new log's header)."""
@@ -217,6 +231,7 @@ class ProcessBackend:
         benchmarks/RESULTS.md); send_order decides who gets the next one."""
         todo = list(reversed(tasks))
         sent: dict[int, deque] = {w: deque() for w in range(len(self._procs))}  # oldest: the one it scores
+        self._idle = False
         while todo or any(sent.values()):
             for w in send_order(sent, todo, self.ahead):
                 self._send(w, sent[w], todo)
@@ -244,6 +259,7 @@ class ProcessBackend:
                     if task != oldest:  # a worker scores its pipe in order; anything else is a bug here
                         raise PoolError(f"a scoring worker answered task {task.id} while {oldest.id} was due")
                 yield task, record
+        self._idle = True
 
     def _send(self, w: int, queue: deque, todo: list) -> None:
         task = todo.pop()
@@ -260,10 +276,16 @@ class ProcessBackend:
         queue.append(task)
 
     def close(self) -> None:
+        """After a completed run the workers are told to exit; after one stopped by a signal or an
+        error they are killed at once, since a candidate in hand can take minutes and its result
+        would be dropped anyway."""
         for process, conn in self._procs:
+            if not self._idle:
+                process.kill()
+                continue
             try:
                 conn.send(None)
-            except (OSError, BrokenPipeError):
+            except OSError:
                 pass
         for process, conn in self._procs:
             process.join(timeout=5)
@@ -271,7 +293,7 @@ class ProcessBackend:
                 process.kill()
                 process.join()
             conn.close()
-        self._procs = []
+        self._procs, self._idle = [], True
 
 
 def describe(backend) -> dict:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import socket
+import threading
 
 import torch
 
@@ -89,11 +91,16 @@ class RayBackend:
             problem = _unreachable(self.address)
             if problem:  # ray.init would retry for minutes before it gave up
                 raise unreachable(problem)
+            stop = signal.getsignal(signal.SIGTERM)
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             except ConnectionError as exc:
                 raise unreachable(exc) from None
+            finally:
+                if callable(stop) and threading.current_thread() is threading.main_thread():
+                    # ray.init replaces it with sys.exit; keep the handler the program chose (the CLI's clean stop)
+                    signal.signal(signal.SIGTERM, stop)
             self._started_ray = self.address is None
         return ray
 

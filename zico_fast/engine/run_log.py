@@ -5,7 +5,10 @@ so a machine crash loses at most that much. (An fsync per record cost ~0.5 ms of
 per-candidate overhead, for protection only against the machine itself going down.)
 
 Readers never write. A last line without its newline (a kill mid-write) is ignored by readers and
-cut only by the writer that resumes the run, which then redoes that record.
+cut only by the writer that resumes the run, which then redoes that record. The writer holds the
+log's run lock (run_lock.py) from `open` to `close`, so one run at a time writes a log. A damaged
+line elsewhere is an error naming `zico-fast salvage` (salvage.py), which keeps every valid record.
+Records are in id order, except those a resume redoes after a salvage dropped them: those follow.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+from zico_fast.engine.run_lock import RunLock
 from zico_fast.errors import ZiCoUserError
 
 FORMAT = "zico_fast.run/1"
@@ -36,6 +40,16 @@ def settings_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, 
     return changes
 
 
+def salvage_advice(path: Path) -> str:
+    return (f"the log is damaged: `zico-fast salvage {path}` keeps every valid record and moves the damaged "
+            "file aside, then the same run resumes")
+
+
+def missing_keys(line, required: tuple[str, ...]) -> list[str]:
+    """The required keys a parsed line lacks (all of them when it is not a JSON object)."""
+    return [k for k in required if not isinstance(line, dict) or k not in line]
+
+
 def _parse(path: Path, data: bytes, required: tuple[str, ...]) -> tuple[dict | None, list[dict], int]:
     """(header, records, length of the whole lines) of a log's bytes; the torn tail is left out."""
     *complete, torn = data.split(b"\n")
@@ -46,18 +60,17 @@ def _parse(path: Path, data: bytes, required: tuple[str, ...]) -> tuple[dict | N
         try:
             line = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise RunLogError(f"{path}:{number}: not a JSON line ({error}); the log is damaged, "
-                              "so move it away to start over") from None
+            raise RunLogError(f"{path}:{number}: not a JSON line ({error}); {salvage_advice(path)}") from None
         if header is None:
             if not isinstance(line, dict) or line.get("format") != FORMAT or not isinstance(line.get("settings"), dict):
                 raise RunLogError(f"{path}:{number}: not a {FORMAT} header; this file is not a zico_fast run log "
                                   "(or one of an older version): give another output folder")
             header = line
             continue
-        missing = [k for k in required if not isinstance(line, dict) or k not in line]
+        missing = missing_keys(line, required)
         if missing:
             raise RunLogError(f"{path}:{number}: a JSON line without {', '.join(missing)}, not a record of this "
-                              "log; the log is damaged, so move it away to start over")
+                              f"log; {salvage_advice(path)}")
         records.append(line)
     return header, records, len(data) - len(torn)
 
@@ -91,8 +104,18 @@ class RunLog:
     def __init__(self, path, kind: str, required: tuple[str, ...] = ("id",)):
         self.path, self.kind, self.required, self._file, self._header = Path(path), kind, required, None, None
         self._synced = 0.0  # time.monotonic() of the last fsync
+        self._lock = None
 
     def open(self, settings: dict) -> list[dict]:
+        """The logged records, with the log's run lock taken (refused if another run holds it)."""
+        self._lock = RunLock(self.path).acquire()
+        try:
+            return self._open(settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, settings: dict) -> list[dict]:
         data = self.path.read_bytes() if self.path.is_file() else b""
         header, records, whole = _parse(self.path, data, self.required)
         if header is not None:
@@ -144,7 +167,19 @@ class RunLog:
             self._synced = time.monotonic()
 
     def close(self) -> None:
-        if self._file is not None:
-            self.sync()
-            self._file.close()
-            self._file = None
+        """Everything appended onto the disk, then the lock released (closing twice is harmless)."""
+        try:
+            if self._file is not None:
+                file, self._file = self._file, None
+                try:
+                    file.flush()  # a record whose flush a signal interrupted is still in the buffer
+                    os.fsync(file.fileno())
+                finally:
+                    file.close()
+        except OSError as error:
+            raise RunLogError(f"cannot write the run log {self.path} ({error.strerror or error}); the records "
+                              "written before are kept: make room, then run again to resume") from None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
