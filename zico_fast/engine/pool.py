@@ -11,12 +11,9 @@ before logging them, so the order of arrival never changes a log.
 """
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
-import threading
-import time
 import traceback
 import warnings
 from collections import deque
@@ -29,6 +26,7 @@ import torch
 from zico_fast.engine.evaluate import DEFAULT_PROXIES, score_candidate
 from zico_fast.engine.repro import torch_settings
 from zico_fast.engine.seeding import CandidateBuilder, init_seed
+from zico_fast.engine.worker_life import death_cause, die_with_parent
 from zico_fast.errors import ZiCoUserError
 
 
@@ -131,27 +129,9 @@ class InProcessBackend:
         pass
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this process when its parent dies (PR_SET_PDEATHSIG), even mid-candidate
-    in native code. A run killed with -9 cannot stop its workers, and they would score on forever."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the watch below is the only guard
-        pass
-
-
-def _exit_with_parent(parent: int) -> None:
-    # Elsewhere than Linux, and for a parent that died before the prctl above took effect.
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
 def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pool
-    _die_with_parent()
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    die_with_parent(parent)
     try:
         state = prepare_worker_process(config)
     except Exception:
@@ -163,16 +143,6 @@ def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
         if task is None:
             return
         conn.send(("done", (task, score_task(config, state, task))))
-
-
-def _death(process) -> str:
-    code = process.exitcode
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
 
 
 class ProcessBackend:
@@ -218,7 +188,7 @@ class ProcessBackend:
             kind, detail = ours.recv()
         except EOFError:
             process.join()
-            raise PoolError(f"a scoring worker died while starting ({_death(process)}); if you run from a script, "
+            raise PoolError(f"a scoring worker died while starting ({death_cause(process)}); if you run from a script, "
                             "guard it with `if __name__ == '__main__':` and define the space in an importable "
                             "module") from None
         if kind == "init-error":
@@ -248,7 +218,7 @@ class ProcessBackend:
                     process.join()
                     task = sent[w].popleft()
                     record = failed_record(self.config, task,
-                                           f"the scoring process died ({_death(process)}) inside this candidate")
+                                           f"the scoring process died ({death_cause(process)}) inside this candidate")
                     todo += reversed(sent[w])  # sent ahead, never started: scored by whoever comes next
                     sent[w].clear()
                     conn.close()

@@ -81,7 +81,8 @@ def salvage(log) -> SalvageReport:
             header = json.loads(lines[0]) if lines else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             header = None
-        if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("settings"), dict):
+        if not (isinstance(header, dict) and header.get("format") == FORMAT
+                and isinstance(header.get("settings"), dict)):
             raise RunLogError(f"{log}:1: not a {FORMAT} header, so the run's settings are lost and no run could "
                               "resume these records; start the run in another folder")
         required = REQUIRED.get(header.get("kind"), ("id",))
