@@ -11,7 +11,8 @@ from torch import nn
 
 from zico_fast import zico_score
 from zico_fast.proxies import compute
-from zico_fast.proxies.az_nas import as_positions, covariance_statistic, eigen_entropies, pair_positions
+from zico_fast.proxies.az_nas import (as_positions, channel_products, covariance_statistic, eigen_entropies,
+                                      pair_positions)
 from zico_fast.proxies.gradient_taps import ShiftedMoments
 from zico_fast.spaces.base import Cost
 
@@ -49,6 +50,24 @@ def test_eigen_entropy_of_ill_conditioned_features_matches_float64(seed):
     assert old_min < 0  # the input really breaks the float32 path (seeds 0 and 4: entropy NaN)
     (entropy,), _ = eigen_entropies([covariance_statistic(feature)[0]])
     assert float(entropy) == pytest.approx(oracle_entropy(feature), rel=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (4, 5, 1, 1), (4, 3, 7), (6, 9)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_products_equal_the_positions_product(shape, channels_last):
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(shape, generator=gen, dtype=torch.float64), torch.randn(shape, generator=gen, dtype=torch.float64)
+    b = torch.cat([b, b[:, :2]], 1)  # other channel count
+    if channels_last and len(shape) == 4:
+        a, b = a.to(memory_format=torch.channels_last), b.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(channel_products(a, b), as_positions(a).T @ as_positions(b), rtol=1e-13, atol=1e-13)
+
+
+def test_covariance_leaves_a_float64_feature_as_it_was():
+    feature = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    before = feature.clone()
+    covariance_statistic(feature)
+    assert torch.equal(feature, before)
 
 
 class Spread(nn.Module):

@@ -76,7 +76,7 @@ class NaswotTap(Tap):
         with torch.no_grad():
             codes = (output.detach() > 0).reshape(output.shape[0], -1).to(torch.float32)  # 0/1: exact below 2^24
             gram = (codes @ codes.T).double()
-            r = codes.sum(1, dtype=torch.float64)
+            r = gram.diagonal()  # active units per sample (0/1 codes: c.c = sum c)
             agree = 2 * gram - r[:, None] - r[None, :] + codes.shape[1]
         self._seen[id(x)] = [x, 1, agree]
 
@@ -165,7 +165,8 @@ class BlockTap(Tap):
         generator = self._generators.get(output.device)
         if generator is None:
             generator = self._generators[output.device] = torch.Generator(output.device).manual_seed(self.seed)
-        g_out = torch.randint(0, 2, output.shape, generator=generator, dtype=output.dtype, device=output.device) * 2 - 1
+        g_out = torch.randint(0, 2, output.shape, generator=generator, dtype=output.dtype, device=output.device)
+        g_out.mul_(2).sub_(1)
         g_in = None
         if output.requires_grad:
             (g_in,) = torch.autograd.grad(output, f_in, g_out, retain_graph=True, allow_unused=True)
@@ -174,7 +175,12 @@ class BlockTap(Tap):
         paired = pair_positions(g_in, g_out)
         if isinstance(paired, str):
             return self.fail(f"block {k}: {paired}", ("trainability",))
-        identity = (g_in == g_out).all() if g_in.shape == g_out.shape else torch.zeros((), dtype=torch.bool)
+        if g_in.shape != g_out.shape:
+            identity = torch.zeros((), dtype=torch.bool)
+        elif g_in.device.type == "cpu":  # stops at the first difference; on a GPU it would be a host sync
+            identity = torch.tensor(torch.equal(g_in, g_out))
+        else:
+            identity = (g_in == g_out).all()
         self.moments.append(cross_moment_statistic(paired, g_out))
         self.identity.append(identity)
         self.moment_blocks.append(k)

@@ -20,6 +20,20 @@ def as_positions(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2).reshape(-1, t.shape[1])
 
 
+def channel_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over samples and positions of a[:, i] * b[:, j]: [C_a, C_b] = positions(a)^T positions(b),
+    computed without the copy that positions() makes of an NCHW tensor where that is cheaper: as a
+    batched product over samples when there are at least as many positions as channels (its
+    [B, C_a, C_b] partial sums are then no larger than the input); from a free view in channels_last."""
+    if a.dim() == 4 and all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+                            for t in (a, b)):
+        return a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]).T @ b.permute(0, 2, 3, 1).reshape(-1, b.shape[1])
+    a3, b3 = a.reshape(a.shape[0], a.shape[1], -1), b.reshape(b.shape[0], b.shape[1], -1)
+    if a3.shape[2] < max(a3.shape[1], b3.shape[1]):
+        return as_positions(a).T @ as_positions(b)
+    return torch.bmm(a3, b3.transpose(1, 2)).sum(0)
+
+
 def covariance_statistic(feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(C x C channel covariance in float64, 0-d bool "all finite") of a [B, C, *spatial] feature.
 
@@ -27,9 +41,9 @@ def covariance_statistic(feature: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     eigenvalues of an ill-conditioned feature and make them negative (eigenvalues of -6e6 where
     float64 gives +459 on an NB201 network), which turned the entropy into NaN.
     """
-    x = as_positions(feature.detach().double())
-    x = x - x.mean(0, keepdim=True)
-    sigma = (x.T @ x) / x.shape[0]
+    x = feature.detach().to(torch.float64, copy=True)  # our copy: centred in place
+    x.sub_(x.mean([d for d in range(x.dim()) if d != 1], keepdim=True))
+    sigma = channel_products(x, x) / (x.numel() // x.shape[1])
     finite = torch.isfinite(sigma).all()
     return torch.where(finite, sigma, torch.zeros_like(sigma)), finite  # eigvalsh fails on inf/NaN
 
@@ -81,8 +95,7 @@ def pair_positions(g_in: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor | st
 
 def cross_moment_statistic(g_in: torch.Tensor, g_out: torch.Tensor) -> torch.Tensor:
     """E over positions of g_in g_out^T (g_in already paired), [C_in', C_out]."""
-    a, b = as_positions(g_in.float()), as_positions(g_out.float())
-    return (a.T @ b) / b.shape[0]
+    return channel_products(g_in.float(), g_out.float()) / (g_out.numel() // g_out.shape[1])
 
 
 def trainability_terms(moments: list[torch.Tensor]) -> list[torch.Tensor]:
