@@ -128,6 +128,8 @@ step workers 45 20 "$PY" benchmarks/worker_throughput.py --device cuda --workers
   --rounds 1 --out "$LOGS/workers.json"
 step search_overhead 40 15 "$PY" benchmarks/search_overhead.py --device cuda --rounds 6 --paper-rounds 6 \
   --search-iterations 80
+# Both memory layouts on NB201 at 2 x 128 (cuDNN picks its algorithms by layout): decides --layout auto on GPUs.
+step layout 40 20 "$PY" benchmarks/layout.py --device cuda --spaces nb201 --rounds 3
 
 cat "$OUT/summary.txt"  # on stdout too: the tool's reply shows its tail even if no file comes back
 rm -rf "$WORK"

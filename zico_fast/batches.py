@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from zico_fast.errors import ZiCoUserError
+from zico_fast.layout import nchw_strides
 
 
-def checked_batches(batches: Iterable, unpack_batch: Callable | None,
-                    device: torch.device) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, bool]]:
-    """Yields (index, inputs, targets, is_last), looking one batch ahead. Inputs come out
-    contiguous: a channels_last input reaches torch 2.13's CPU backward of a 1x1 stride-2 conv,
-    which was seen to crash; the copy costs far less than the forward."""
+def checked_batches(batches: Iterable, unpack_batch: Callable | None, device: torch.device,
+                    nchw: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, bool]]:
+    """Yields (index, inputs, targets, is_last), looking one batch ahead. Inputs keep the caller's
+    memory layout (the passes are fastest in it), unless `nchw`: then 4-D inputs come out in NCHW
+    strides (for a model that hits torch's CPU channels_last defect, see zico_fast.layout)."""
     iterator = iter(batches)
     try:
         current = next(iterator)
@@ -34,7 +35,9 @@ def checked_batches(batches: Iterable, unpack_batch: Callable | None,
                 f"batch {index} is the same inputs tensor as batch {index - 1}: ZiCo measures how gradients "
                 "vary between batches, so repeated batches say nothing; pass distinct batches")
         previous = inputs
-        yield index, (inputs if inputs.is_contiguous() else inputs.contiguous()), targets, is_last
+        if nchw and inputs.dim() == 4 and inputs.stride() != nchw_strides(inputs.shape):
+            inputs = inputs.clone(memory_format=torch.contiguous_format)
+        yield index, inputs, targets, is_last
         if is_last:
             return
         current, index = upcoming, index + 1

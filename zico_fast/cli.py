@@ -83,6 +83,10 @@ def _add_data_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
     g.add_argument("--threads", type=positive, default=1,
                    help="torch intra-op threads per scoring process (scores differ by float rounding between "
                         "thread counts, so it is recorded and a resume must keep it)")
+    g.add_argument("--layout", choices=("auto", "channels_last", "contiguous"), default="auto",
+                   help="memory layout of the images in the passes; auto: the one measured fastest for the space "
+                        "and device (channels_last for nb201, nb101 and mobilenet on the CPU; contiguous otherwise). "
+                        "Scores differ by float rounding between layouts, so it is recorded and a resume must keep it")
     if workers:
         g.add_argument("--workers", type=positive, default=1,
                        help="scoring processes (results never depend on it); a candidate that crashes one fails alone")

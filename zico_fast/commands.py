@@ -17,6 +17,7 @@ import torch
 from zico_fast.engine import (build_seeded, check_device, evaluate, init_seed, make_backend, record as repro_record,
                               torch_settings)
 from zico_fast.errors import ZiCoUserError
+from zico_fast.engine.repro import machine
 from zico_fast.engine.run_lock import RunLock
 from zico_fast.out_folder import (CORRELATE_LOG, SEARCH_LOG, run_folder, salvage, writable_folder, write_atomically,
                                   write_outputs)
@@ -85,8 +86,10 @@ def _canonical(space, text: str) -> str:
         raise ZiCoUserError(str(error)) from None
 
 
-def _batches(args, num_classes, resolution, data_seed=None):
+def _batches(args, num_classes, resolution, data_seed=None, space_name=None):
+    """The run's batches, in the layout --layout picks for the space (None: a --model) and device."""
     from zico_fast.data import make_batches
+    from zico_fast.layout import choose_layout, with_layout
 
     try:
         batches = make_batches(args.data, args.batch_size, args.batches, args.data_seed if data_seed is None else data_seed,
@@ -98,7 +101,7 @@ def _batches(args, num_classes, resolution, data_seed=None):
     if num_classes is not None and top >= num_classes:
         raise ZiCoUserError(f"the data has labels up to {top} but the classifier has {num_classes} outputs; "
                             f"pass --num-classes {top + 1} or more")
-    return batches
+    return with_layout(batches, choose_layout(args.layout, space_name, args.device))
 
 
 def data_info(args, resolution) -> dict:
@@ -172,7 +175,7 @@ def _score(args, device, out: Path | None) -> int:
             network = _canonical(space, args.structure or args.arch)
         cost, resolution, num_classes = space.cost(network), space.resolution, space.num_classes
         model, seed_key = build_seeded(space, network, args.seed, device), space.key(network)
-    batches = _batches(args, num_classes, resolution)
+    batches = _batches(args, num_classes, resolution, space_name=None if args.model else space.name)
     details = {}
     proxies, _ = engine_names(args.proxies)
     if cost is None and {"params", "flops"} & set(proxies):
@@ -196,7 +199,8 @@ def _score(args, device, out: Path | None) -> int:
               **({"proxies": values} if len(proxies) > 1 else {}),
               "params": sum(p.numel() for p in model.parameters()), "flops": cost.flops if cost else None,
               "seconds": seconds, "seed": args.seed, "init_seed": init_seed(args.seed, seed_key),
-              "data": data_info(args, resolution), "repro": repro_record(device, args.threads, batches)}
+              "data": data_info(args, resolution), "repro": repro_record(device, args.threads, batches),
+              "machine": machine(device)}
     human = sys.stderr if args.out == "-" else sys.stdout
     print(f"{network}\nZiCo score {values['zico']:.4f}  ({len(details['layer_terms'])} layers scored, "
           f"{len(details['skipped'])} skipped, {report['params']:,} params, {seconds:.2f} s on {device})", file=human)
@@ -222,7 +226,7 @@ def search(args) -> int:
 
     device = _check_common(args)
     space = _space(args, args.space)
-    batches = _batches(args, space.num_classes, space.resolution)
+    batches = _batches(args, space.num_classes, space.resolution, space_name=space.name)
     out = run_folder(Path(args.out), SEARCH_LOG, SEARCH_OUTPUTS)
     log = out / SEARCH_LOG
     with RunLock(log):  # one run per folder, until its outputs are written; refused at once otherwise
@@ -253,7 +257,8 @@ def correlate(args) -> int:
     device = _check_common(args)
     space = _space(args, args.space)
     compare = None if args.compare is None else [c.strip() for c in args.compare.split(",") if c.strip()]
-    batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r) for r in range(args.repeats)]
+    batch_sets = [_batches(args, space.num_classes, space.resolution, args.data_seed + r, space.name)
+                  for r in range(args.repeats)]
     out = run_folder(Path(args.out), CORRELATE_LOG, CORRELATE_OUTPUTS)
     with contextlib.nullcontext() if args.report_only else RunLock(out / CORRELATE_LOG):  # report-only only reads
         result = run_correlate(space, batch_sets, log_path=out / CORRELATE_LOG, truth=args.truth,

@@ -151,7 +151,7 @@ def make_batches(source: str | Path | None = None, batch_size: int = 128, num_ba
     synthetic=True gives random normal images and labels instead (never implied: real data is
     the default because ZiCo's ranking depends on it). `resolution` resizes (bilinear). uint8
     images are divided by 255, float images are taken as already in [0, 1]. Batches are
-    contiguous NCHW tensors (channels_last inputs crash some torch CPU conv backward kernels).
+    contiguous NCHW tensors; zico_fast.layout.with_layout gives them the engine's layout.
     """
     if batch_size < 1 or num_batches < 1:
         raise ValueError(f"batch_size and num_batches must be positive, got {batch_size} and {num_batches}")

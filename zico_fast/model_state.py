@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from zico_fast.layers import LayerSelector, SelectedLayer, named_modules_fast, no_scorable_layer, select_layers
+from zico_fast.layout import hits_cpu_conv_defect, nchw_strides
 
 _generation = 0
 _plans: "weakref.WeakKeyDictionary[nn.Module, ModelPlan]" = weakref.WeakKeyDictionary()
@@ -69,8 +70,8 @@ class ModelPlan:
     batchnorm_flags: list[tuple[nn.Module, object]]  # every stock BatchNorm's track_running_stats as built
     other_buffers: list[torch.Tensor]  # buffers a forward may write that we must copy to restore
     custom_train: bool  # some module overrides train(): call model.train() instead of setting flags
-    strided_1x1: list[tuple[str, nn.Conv2d]]  # see cpu_layout_hazard
-    conv_weights: list[torch.Tensor]
+    strided_1x1: list[tuple[str, nn.Conv2d]]  # the strided 1x1 convs that hit the CPU defect (zico_fast.layout)
+    conv_weights: list[torch.Tensor]  # every Conv2d's weight Parameter
 
     @classmethod
     def build(cls, model: nn.Module, selector: LayerSelector) -> "ModelPlan":
@@ -100,8 +101,7 @@ class ModelPlan:
         buffers = list({id(b): b for m in modules for b in m._buffers.values()
                         if b is not None and id(b) not in skip}.values())
         custom_train = any(type(m).train is not nn.Module.train for m in modules)
-        strided_1x1 = [(name, m) for name, m in named if isinstance(m, nn.Conv2d)
-                       and m.kernel_size == (1, 1) and max(m.stride) > 1]
+        strided_1x1 = [(name, m) for name, m in named if hits_cpu_conv_defect(m)]
         return cls(_generation, selector, layers, skipped, checks, submodules, params, batchnorms, flags,
                    buffers, custom_train, strided_1x1,
                    # _parameters, not .weight: reading a parametrized weight (of a conv left out) runs it.
@@ -124,17 +124,23 @@ class ModelPlan:
                    **dict(zip(JOINED_LISTS, lists)))
 
     def cpu_layout_hazard(self) -> str | None:
-        """Name of a strided 1x1 conv in a model with channels_last conv weights, if any: its
-        activations are then channels_last too, and torch 2.13's CPU backward of a strided 1x1 conv on channels_last
-        input corrupts the heap (seen as segfaults and glibc aborts, also with no zico_fast op in
-        the run). Checked per call: a .to(memory_format=...) changes layouts without registering."""
+        """Name of a conv that hits torch's CPU channels_last defect (zico_fast.layout), if the model
+        has one and is on the CPU: its passes must then run in contiguous tensors."""
         if not self.strided_1x1 or self.strided_1x1[0][1].weight.device.type != "cpu":
             return None
-        # A 1x1 depthwise weight is "contiguous" in both formats: look at every conv weight.
-        if any(w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
-               for w in self.conv_weights):
-            return self.strided_1x1[0][0]
-        return None
+        return self.strided_1x1[0][0]
+
+    def make_conv_weights_contiguous(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """Gives every conv weight not in NCHW strides NCHW data (same Parameter, same values) and
+        returns [(weight, its former data)] for the caller to put back. Strides, not is_contiguous():
+        a 1x1 weight is contiguous in both formats, yet torch picks its kernel by the strides.
+        Checked per call: a .to(memory_format=...) changes layouts without registering anything."""
+        swapped = []
+        for weight in self.conv_weights:
+            if weight.dim() == 4 and weight.stride() != nchw_strides(weight.shape):
+                swapped.append((weight, weight.data))
+                weight.data = weight.data.clone(memory_format=torch.contiguous_format)
+        return swapped
 
     def is_current(self, selector: LayerSelector) -> bool:
         if self.generation != _generation or not (selector is self.selector or selector == self.selector):

@@ -219,8 +219,10 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
 
     The authors' protocol: train mode, and per batch a forward, `loss_fn(logits, targets)` (mean
     cross-entropy by default; F.mse_loss for regression) and a backward from zeroed gradients.
-    Inputs are made contiguous first (channels_last inputs reach a torch CPU kernel that crashes);
-    a channels_last model with a strided 1x1 conv is refused on the CPU for the same reason.
+    Inputs and weights keep their memory layout (channels_last is often faster), except in a model
+    on the CPU with a conv that hits torch's channels_last defect (1x1, stride > 1, under 8 input
+    channels, see zico_fast.layout): its passes run in NCHW (inputs and conv weights converted, the
+    weights put back after), where that conv is safe. The score is the same up to float rounding.
 
     unpack_batch(batch) -> (inputs, targets): for loaders whose items are not (inputs, targets),
     e.g. `lambda b: (b[0], b[1])` for (x, y, index) or `lambda b: (b["image"], b["label"])`.
@@ -238,12 +240,7 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
                             "outside inference_mode (inside torch.no_grad() is fine: it enables gradients itself)")
     plan = model_plan(model, layers)
     check_weights_scorable(plan.layers)
-    hazard = plan.cpu_layout_hazard()
-    if hazard is not None:
-        raise ZiCoUserError(
-            f"layer {hazard!r} is a strided 1x1 conv in a channels_last model on the CPU, where torch's conv "
-            "backward corrupts memory and crashes the process; score a contiguous copy: "
-            "zico_score(copy.deepcopy(model).to(memory_format=torch.contiguous_format), ...)")
+    nchw = plan.cpu_layout_hazard() is not None  # the passes must run in NCHW (see the docstring)
     saved = plan.capture(model) if restore else None
     stats = GradientStatistics(len(plan.layers), int(bucket_mb * 2**20))
     weights = [layer.weight for layer in plan.layers]
@@ -256,12 +253,13 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
                     _selected=(plan.layers, plan.skipped))
         zico.stats = stats  # one statistics object on either path
     losses = []
+    swapped = plan.make_conv_weights_contiguous() if nchw else []
     try:
         plan.enter_scoring_mode(model)
         plan.clear_grads()
         if zico is not None:
             zico.attach()
-        for index, inputs, targets, is_last in checked_batches(batches, unpack_batch, weights[0].device):
+        for index, inputs, targets, is_last in checked_batches(batches, unpack_batch, weights[0].device, nchw):
             if is_last and index == 1:
                 stats.num_batches = 2  # N = 2 known now: the last batch uses the closed form
             # enable_grad: gradients are the point, so a caller's torch.no_grad() must not switch them off.
@@ -284,6 +282,8 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
         if zico is not None:
             zico.detach()
         plan.leave_scoring_mode()
+        for weight, data in swapped:  # always: the caller's weights keep their layout
+            weight.data = data
         if saved is not None:
             saved.restore(model, plan)
     return result

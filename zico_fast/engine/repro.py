@@ -1,17 +1,24 @@
 """The one reproducibility record: everything besides (arch, seed, batches) that changes a score.
 
-Scores depend, at the level of float rounding, on the intra-op thread count, cuDNN's algorithm
-choice, TF32 and the torch build. Every run applies the same settings (`torch_settings`) and logs
-`record(...)` in its header, so a resume with any difference is refused with the difference named.
+Scores depend, at the level of float rounding, on the intra-op thread count, the memory layout of
+the passes, cuDNN's algorithm choice, TF32 and the torch build. Every run applies the same settings
+(`torch_settings`) and logs `record(...)` in its header, so a resume with any difference is refused
+with the difference named. The machine (CPU model, the instruction set oneDNN's kernels use, GPU)
+changes scores by rounding too, but it is a fact, not a setting: `machine()` is logged beside the
+record and a resume on another machine type warns instead of refusing.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import platform
+from pathlib import Path
 
 import torch
 
 from zico_fast.errors import ZiCoUserError
+from zico_fast.layout import layout_of
 
 
 def check_device(device, on_this_machine: bool = True) -> torch.device:
@@ -43,17 +50,52 @@ def batch_fingerprint(batches) -> dict:
 
 
 def record(device, threads: int, batches) -> dict:
-    """The reproducibility record logged in every run's header (and in score's report)."""
+    """The reproducibility record logged in every run's header (and in score's report). The layout
+    is the batches' (zico_fast.layout); a contiguous one is left out, as logs from before layouts
+    were recorded left it out, so they resume with `--layout contiguous`."""
     dev = torch.device(device)
     rec = {"torch": torch.__version__.split("+")[0], "device": dev.type, "threads": threads,
            "cudnn_deterministic": True, "cudnn_benchmark": False}
+    if layout_of(batches) != "contiguous":
+        rec["layout"] = layout_of(batches)
     if dev.type == "cuda":  # TF32 convolutions (cuDNN's default) give other scores than float32
         rec["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
-        # a driver without a GPU (the workers of a cluster score) has no name to give; the log's
-        # header names the workers' GPUs under "backend"
-        rec["gpu"] = torch.cuda.get_device_name(dev) if torch.cuda.is_available() else None
     rec["batches"] = batch_fingerprint(batches)
     return rec
+
+
+def machine(device) -> dict:
+    """What the machine scoring here is: CPU model (/proc/cpuinfo), the instruction set of torch's
+    CPU kernels, oneDNN's cap on it if set (ONEDNN_MAX_CPU_ISA), and the GPU's name on a CUDA run.
+    A driver without a GPU (a cluster's workers score) names none; the log's header names the
+    workers' GPUs under "backend"."""
+    facts = {"cpu": _cpu_model(), "cpu_isa": torch.backends.cpu.get_cpu_capability()}
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        facts["onednn_max_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    if torch.device(device).type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else None
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def other_machine_warning(logged: dict | None, here: dict) -> str | None:
+    """One line when a run resumes on another machine type than it started on (None if the same, or
+    the log predates machine facts): its new scores may differ from the logged ones by rounding."""
+    if not logged or logged == here:
+        return None
+    changed = ", ".join(f"{k}: {logged.get(k)!r} -> {here.get(k)!r}" for k in sorted(set(logged) | set(here))
+                        if logged.get(k) != here.get(k))
+    return (f"warning: this run resumes on another machine type ({changed}); scores from here on may differ from "
+            "the logged ones by float rounding (about 1e-4 relative), so rankings can shift slightly")
 
 
 @contextlib.contextmanager
