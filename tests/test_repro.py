@@ -56,3 +56,19 @@ def test_a_resume_with_another_layout_is_refused(tmp_path, capsys):
     assert main(args + ["--layout", "contiguous"]) == 2
     assert "repro.layout: 'channels_last' -> None" in capsys.readouterr().err
     assert main(args + ["--layout", "auto"]) == 0  # nb201 on the CPU: channels_last, measured
+
+
+def test_a_resume_on_another_cpu_warns_in_one_line_and_goes_on(tmp_path, capsys):
+    args = ["search", "--space", "nb201", "--population", "2", "--out", str(tmp_path), *SMALL]
+    assert main(args + ["--iterations", "1"]) == 0
+    log = tmp_path / "search.jsonl"
+    header, *records = log.read_text().splitlines()
+    header = json.loads(header)
+    assert header["machine"] == machine("cpu") and "machine" not in header["settings"]["repro"]
+    header["machine"] = {**header["machine"], "cpu": "AMD EPYC 7B13", "cpu_isa": "AVX2"}
+    log.write_text("\n".join([json.dumps(header), *records]) + "\n")
+    capsys.readouterr()
+    assert main(args + ["--iterations", "2"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "another machine type" in line]
+    assert len(warned) == 1 and warned[0].startswith("zico-fast: warning: this run resumes on another machine type")
+    assert len(log.read_text().splitlines()) == 3  # resumed: the logged candidate kept, one more scored

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import warnings
 from pathlib import Path
 
 import torch
@@ -87,17 +88,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def other_machine_warning(logged: dict | None, here: dict) -> str | None:
-    """One line when a run resumes on another machine type than it started on (None if the same, or
-    the log predates machine facts): its new scores may differ from the logged ones by rounding."""
-    if not logged or logged == here:
-        return None
-    changed = ", ".join(f"{k}: {logged.get(k)!r} -> {here.get(k)!r}" for k in sorted(set(logged) | set(here))
-                        if logged.get(k) != here.get(k))
-    return (f"warning: this run resumes on another machine type ({changed}); scores from here on may differ from "
-            "the logged ones by float rounding (about 1e-4 relative), so rankings can shift slightly")
-
-
 @contextlib.contextmanager
 def torch_settings(threads: int):
     """Thread count and deterministic cuDNN for the duration; the caller's settings come back after."""
@@ -117,3 +107,24 @@ def check_threads(threads) -> int:
     if not isinstance(threads, int) or threads < 1:
         raise ZiCoUserError(f"threads must be a positive integer, got {threads!r}")
     return threads
+
+
+class OtherMachineWarning(UserWarning):
+    """A run resumed on another machine type than it started on (its scores may differ by rounding)."""
+
+
+def other_machine_warning(logged: dict | None, here: dict) -> str | None:
+    """The one line for a run that resumes on another machine type than it started on (None if the
+    same, or the log predates machine facts): new scores may differ from the logged ones by rounding."""
+    if not logged or logged == here:
+        return None
+    changed = ", ".join(f"{k}: {logged.get(k)!r} -> {here.get(k)!r}" for k in sorted(set(logged) | set(here))
+                        if logged.get(k) != here.get(k))
+    return (f"this run resumes on another machine type ({changed}); scores from here on may differ from the "
+            "logged ones by float rounding (about 1e-4 relative), so rankings can shift slightly")
+
+
+def warn_if_other_machine(logged: dict | None, here: dict) -> None:
+    line = other_machine_warning(logged, here)
+    if line is not None:
+        warnings.warn(OtherMachineWarning(line), stacklevel=3)

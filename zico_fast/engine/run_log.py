@@ -17,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+from zico_fast.engine.repro import machine, warn_if_other_machine
 from zico_fast.engine.run_lock import RunLock
 from zico_fast.errors import ZiCoUserError
 
@@ -127,8 +128,10 @@ class RunLog:
                 changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in settings_changes(old, settings))
                 raise RunLogError(f"{self.path} was written with other settings ({changed}); resume with the same "
                                   "settings or give another output folder")
-        if header is None:
-            self._header = {"format": FORMAT, "kind": self.kind, "settings": settings}
+            warn_if_other_machine(header.get("machine"), machine(settings.get("repro", {}).get("device", "cpu")))
+        if header is None:  # the machine is a fact beside the settings: another one warns, never refuses
+            self._header = {"format": FORMAT, "kind": self.kind, "settings": settings,
+                            "machine": machine(settings.get("repro", {}).get("device", "cpu"))}
         elif whole < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(whole)  # the torn tail: that record is redone
