@@ -51,6 +51,16 @@ def test_cifar10_stays_the_default():
         make_batches(batch_size=8, dataset="imagenet")
 
 
+def test_own_images_take_the_named_datasets_normalisation(tmp_path):
+    """--data replaces only the images: --dataset still picks the mean/std (and the outputs)."""
+    pixels = np.full((4, 2, 2, 3), 255, np.uint8)
+    np.savez(tmp_path / "own.npz", x=pixels, y=np.array([0, 1, 98, 99]))
+    for name, stats in DATASETS.items():
+        (x, y), _ = make_batches(tmp_path / "own.npz", batch_size=2, num_batches=2, dataset=name)
+        want = (1 - torch.tensor(stats.mean)) / torch.tensor(stats.std)
+        torch.testing.assert_close(x[0, :, 0, 0], want)
+
+
 def test_score_with_cifar100_builds_a_100_output_network(tmp_path):
     out = tmp_path / "score.json"
     assert main(["score", "--index", "3", "--dataset", "cifar100", "--out", str(out), *SMALL]) == 0
@@ -111,7 +121,8 @@ def test_correlate_cifar100_end_to_end_and_a_resume_with_cifar10_is_refused(tmp_
     capsys.readouterr()
     assert main(args) == 2  # the default data set, cifar10
     err = capsys.readouterr().err
-    assert "was written with other settings" in err and "space.options.num_classes: 100 -> 10" in err and err.count("\n") == 1
+    assert "was written with other settings" in err and "space.options.num_classes: 100 -> 10" in err
+    assert err.count("\n") == 1
     assert (out / "scores.jsonl").read_text() == log
 
 
@@ -131,4 +142,5 @@ def test_correlate_names_the_uniform_table(tmp_path):
     batches = [make_batches(batch_size=4, num_batches=2)]
     result = correlate(space, batches, log_path=tmp_path / "scores.jsonl", truth="nb101-uniform", sample=3)
     assert result.report["truth_file"] == "nb101_uniform_dev.csv" and result.report["n"] == 3
-    assert result.report["truth_column"] == "cifar10_val_acc" and "nb101_trainable_params" in result.report["correlations"]
+    assert result.report["truth_column"] == "cifar10_val_acc"
+    assert "nb101_trainable_params" in result.report["correlations"]
