@@ -146,7 +146,8 @@ def make_batches(source: str | Path | None = None, batch_size: int = 128, num_ba
     """`num_batches` disjoint batches drawn with `seed`, normalised with `dataset`'s statistics.
 
     dataset ("cifar10" or "cifar100", see DATASETS) picks the bundled images when `source` is None
-    and the normalisation of any real images; the caller's network needs its num_classes outputs.
+    and the normalisation of any real images; a network scored on them needs the data set's class
+    count of outputs (DATASETS[dataset].num_classes; the CLI builds it so).
 
     synthetic=True gives random normal images and labels instead (never implied: real data is
     the default because ZiCo's ranking depends on it). `resolution` resizes (bilinear). uint8
