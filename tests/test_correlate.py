@@ -133,7 +133,7 @@ def test_end_to_end_writes_the_layout(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli(truth, out) == 0
     assert "fewer than 10" in capsys.readouterr().err  # 4 rows: warned
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "scatter.png", "scores.jsonl", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "scatter.png", "scores.csv", "scores.jsonl", "summary.md"]
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 4 and report["data"]["batch_size"] == 8 and report["settings"]["seed"] == 0
     assert set(report["correlations"]) == {"zico", "params", "flops", "naslib_synflow"}
