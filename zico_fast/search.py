@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,16 +138,15 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
     `iterations`; fewer than the log holds is refused rather than reporting a prefix).
     `backend` (default: `workers` spawned processes, which survive a candidate's native crash).
     Scores depend on `threads` (default: the logged count, else torch's) but not on `workers`.
-    fitness="ensemble" ranks candidates by the rank ensemble of zico_fast.proxies (its members are
-    added to `proxies`): a candidate's fitness is its aggregate against every candidate logged so
-    far, so it is a function of the log prefix (same on resume, whatever the arrival order).
+    fitness="ensemble" ranks candidates by the rank ensemble of zico_fast.proxies (the space's default
+    members, `members_for(space.name)`, added to `proxies`; one warning where they are unvalidated):
+    a candidate's fitness is its aggregate against every candidate logged so far, so it is a
+    function of the log prefix (same on resume, whatever the arrival order).
     """
     if fitness not in ("zico", "ensemble"):
         raise SearchError(f"fitness must be 'zico' or 'ensemble', not {fitness!r}")
-    if fitness == "ensemble":
-        from zico_fast.proxies import ENSEMBLE_MEMBERS
-
-        proxies = tuple(dict.fromkeys((*proxies, *ENSEMBLE_MEMBERS)))
+    members = _ensemble_members(space) if fitness == "ensemble" else ()
+    proxies = tuple(dict.fromkeys((*proxies, *members)))
     budget = (max_flops, max_params, max_depth)
     _check_args(space, strategy, iterations, population, generation, budget)
     log_path = Path(log_path)
@@ -157,9 +157,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
                 "generation": generation, "max_flops": max_flops, "max_params": max_params,
                 "max_depth": max_depth, "proxies": list(proxies), "repro": repro_record(device, threads, batches)}
     if fitness != "zico":  # only then, so logs of plain ZiCo searches keep their settings
-        from zico_fast.proxies import ENSEMBLE_MEMBERS
-
-        settings["fitness"] = {"kind": fitness, "members": list(ENSEMBLE_MEMBERS)}
+        settings["fitness"] = {"kind": fitness, "members": list(members)}
     log = RunLog(log_path, "search", required=("id", "arch", "score"))
     backend = backend or make_backend(workers)
     try:
@@ -168,7 +166,7 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
             raise SearchError(f"{log_path} already holds {max(logged) + 1} candidates, more than iterations="
                               f"{iterations}; pass iterations >= {max(logged) + 1} to report the whole log, or "
                               "give another output folder")
-        state = _State(population, fitness)
+        state = _State(population, members)
         started = False
         bar = _progress(progress, iterations, len(logged), strategy)
         for start in range(0, iterations, generation):
@@ -213,6 +211,19 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
     return state.result(log_path, settings)
 
 
+def _ensemble_members(space: SearchSpace) -> tuple[str, ...]:
+    """The space's default ensemble members; one warning where they were never validated."""
+    from zico_fast.proxies.ensemble import SPACE_MEMBERS, UnvalidatedEnsembleWarning, members_for
+
+    members = members_for(space.name)
+    if space.name not in SPACE_MEMBERS:
+        warnings.warn(f"the ensemble's members ({', '.join(members)}) were validated on NB201 rows, never on held-out "
+                      f"rows of the {space.name} space; measure them there (a correlate --proxies all run, then "
+                      "validation/scripts/ensemble_per_space.py) before trusting the ranking",
+                      UnvalidatedEnsembleWarning, stacklevel=3)
+    return members
+
+
 def _by_iteration(records: list[dict], log_path: Path) -> dict[int, dict]:
     logged = {}
     for record in records:
@@ -232,13 +243,13 @@ def _progress(enabled: bool, total: int, done: int, strategy: str):
 class _State:
     """Everything a search accumulates; rebuilt exactly by replaying the log's records in order."""
 
-    def __init__(self, population: int, fitness: str = "zico"):
+    def __init__(self, population: int, members: tuple[str, ...] = ()):
         self.pop = _Population(population)
         self.ensemble = None
-        if fitness == "ensemble":
+        if members:  # fitness="ensemble"
             from zico_fast.proxies.ensemble import SearchFitness
 
-            self.ensemble = SearchFitness()
+            self.ensemble = SearchFitness(members)
         self.costs: dict[str, Cost] = {}
         self.cache: dict[str, tuple[float | None, int]] = {}  # arch -> (score or None; first iteration)
         self.values: dict[str, dict] = {}

@@ -104,9 +104,9 @@ class NaswotTap(Tap):
 
 
 class BlockTap(Tap):
-    """The first batch's block features (the first block's input, then each block's output) as
-    float64 channel covariances, and, for trainability, one vector-Jacobian product per block taken
-    inside its forward hook.
+    """The first batch's block features (the first block's input unless it is the image, then each
+    block's output) as float64 channel covariances, and, for trainability, one vector-Jacobian
+    product per block taken inside its forward hook.
 
     At that moment the block's graph exists; the product pulls a Rademacher vector (drawn on the
     output's device, from a generator seeded `seed`, in block order) from the output back to the
@@ -138,7 +138,9 @@ class BlockTap(Tap):
         self._handles += [b.register_forward_hook(self.guarded(self._block_output)) for b in blocks]
 
     def _first_input(self, module, inputs) -> None:
-        if not self._started and inputs and _is_feature(inputs[0]):
+        # Features start after the stem: an input that needs no gradient was made by no weight (the
+        # image itself, where block 0 is the stem: NB101, MobileNet) and is not a feature.
+        if not self._started and inputs and _is_feature(inputs[0]) and inputs[0].requires_grad:
             self._feature(inputs[0], "the input of block 0")
         self._started = True
 

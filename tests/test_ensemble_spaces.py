@@ -1,0 +1,110 @@
+"""The ensemble on every space: default members per space (FLOPs as the complexity term where it
+ranks unlike params), one warning for a search on a space never validated, and AZ-NAS features
+that start after the stem, never at the image."""
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from zico_fast.engine import InProcessBackend, read_run_log
+from zico_fast.proxies import ENSEMBLE_MEMBERS, compute
+from zico_fast.proxies.activation_taps import BlockTap, default_blocks
+from zico_fast.proxies.ensemble import SPACE_MEMBERS, UnvalidatedEnsembleWarning, members_for
+from zico_fast.search import search
+from zico_fast.spaces import get_space
+from zico_fast.spaces.nb201 import NB201Space
+
+
+def test_nb201_keeps_its_validated_members_and_other_spaces_take_flops():
+    assert members_for("nb201") == ENSEMBLE_MEMBERS == SPACE_MEMBERS["nb201"]
+    for name in ("nb101", "darts", "mobilenet", "sss", "custom"):
+        members = members_for(name)
+        assert "flops" in members and "params" not in members
+        assert [m for m in members if m != "flops"] == [m for m in ENSEMBLE_MEMBERS if m != "params"]
+
+
+class OtherSpace(NB201Space):
+    name = "other"  # an NB201 network under a name no measurement validated
+
+
+def _search(space, log):
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 3, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen))
+               for _ in range(2)]
+    return search(space, batches, iterations=3, log_path=log, population=3, generation=3, seed=1, threads=1,
+                  backend=InProcessBackend(), fitness="ensemble")
+
+
+@pytest.mark.parametrize("space, warned", [(OtherSpace(C=4, N=1, resolution=16), True),
+                                           (NB201Space(C=4, N=1, resolution=16), False)])
+def test_ensemble_search_warns_once_on_an_unvalidated_space(space, warned, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _search(space, tmp_path / "log.jsonl")
+    ours = [w for w in caught if issubclass(w.category, UnvalidatedEnsembleWarning)]
+    assert len(ours) == (1 if warned else 0)
+    if warned:
+        assert "other space" in str(ours[0].message) and "ensemble_per_space.py" in str(ours[0].message)
+    header = read_run_log(tmp_path / "log.jsonl")[0]
+    assert header["settings"]["fitness"]["members"] == list(members_for(space.name))
+
+
+def _feature_labels(model, x):
+    tap = BlockTap(default_blocks(model), trainability=False, seed=0)
+    tap.active = True
+    model(x)
+    tap.detach()
+    return tap.labels
+
+
+@pytest.mark.parametrize("name", ["nb101", "mobilenet"])
+def test_spaces_whose_block_0_is_the_stem_start_their_features_at_its_output(name):
+    space = get_space(name)
+    model = space.build(space.random(random.Random(0)))
+    labels = _feature_labels(model, torch.randn(2, 3, 32, 32))
+    assert labels[0] == "the output of block 0" and "the input of block 0" not in labels
+
+
+def test_a_stem_outside_the_blocks_is_still_the_first_feature():
+    space = get_space("nb201")
+    model = space.build(space.random(random.Random(0)))
+    assert _feature_labels(model, torch.randn(2, 3, 32, 32))[0] == "the input of block 0"
+
+
+def _entropy(f):
+    x = f.detach().double().permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+    x = x - x.mean(0)
+    p = torch.linalg.eigvalsh(x.T @ x / x.shape[0]).clamp_min(0)
+    p = p / p.sum()
+    return float((-p * torch.log(p + 1e-8)).sum())
+
+
+class StemFirst(nn.Module):
+    """Blocks (the stem is block 0, as in NB101 and MobileNet) and a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(*(nn.Sequential(nn.Conv2d(c, 6, 3, padding=1), nn.ReLU()) for c in (3, 6, 6)))
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(x).mean((2, 3)))
+
+
+def test_expressivity_leaves_the_image_out():
+    torch.manual_seed(0)
+    net = StemFirst()
+    blocks = list(net.blocks)
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 3, 8, 8, generator=gen), torch.randint(0, 10, (8,), generator=gen)) for _ in range(2)]
+    feats = [blocks[0](batches[0][0])]
+    for block in blocks[1:]:
+        feats.append(block(feats[-1]))
+    values = compute(net, batches, ("expressivity", "progressivity"))
+    entropies = [_entropy(f) for f in feats]
+    assert values["expressivity"] == pytest.approx(sum(entropies), rel=1e-9)
+    assert values["progressivity"] == pytest.approx(min(np.diff(entropies)), rel=1e-6, abs=1e-9)
+    assert values["expressivity"] != pytest.approx(sum(entropies) + _entropy(batches[0][0]), rel=1e-6)
