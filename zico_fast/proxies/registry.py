@@ -48,12 +48,14 @@ PROXIES: dict[str, ProxySpec] = {spec.name: spec for spec in (
               "(both active or both inactive), over every nn.ReLU of the network"),
     ProxySpec("expressivity", "blocks", "Lee & Ham, AZ-NAS, CVPR 2024",
               "sum over block features of the entropy of the normalised eigenvalues of the channel "
-              "covariance (positions of all samples as observations)"),
+              "covariance (positions of all samples as observations; float64)"),
     ProxySpec("progressivity", "blocks", "Lee & Ham, AZ-NAS, CVPR 2024",
-              "minimum over consecutive block features of the increase of that entropy"),
+              "minimum over consecutive block features of the increase of that entropy (NaN when any "
+              "entropy is undefined, as np.min)"),
     ProxySpec("trainability", "vjp", "Lee & Ham, AZ-NAS, CVPR 2024",
               "mean over blocks of 2 - s - 1/s, s the top singular value of E[g_in g_out^T] for a "
-              "Rademacher g_out pulled back through the block (-inf for an identity block)"),
+              "Rademacher g_out pulled back through the block (NaN with its reason when a block is an identity "
+              "map, which AZ-NAS scores -inf)"),
 )}
 
 #: What `names="all"` / `--proxies all` computes (the ensemble is computed from these over a population).
