@@ -7,7 +7,6 @@ A proxy that cannot be computed is NaN, with the reason in the tap's `reasons`.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch

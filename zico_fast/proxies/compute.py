@@ -61,6 +61,8 @@ def compute(model: nn.Module, batches: Iterable, names=("zico",), *, cost: Cost 
     out.update(taps.values(result))
     reasons = taps.reasons(result)
     for name in names:
+        if name not in out:  # no tap gave it (never expected; a NaN with a reason, not a KeyError)
+            reasons.setdefault(name, f"{name} was not computed")
         value = out.setdefault(name, math.nan)
         if not math.isfinite(value):
             reasons.setdefault(name, f"{name} came out {value}")
