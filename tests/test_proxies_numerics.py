@@ -316,3 +316,29 @@ def test_hooks_read_no_value_on_the_host(monkeypatch):
             F.cross_entropy(net(x), y).backward()
     taps.detach()
     assert taps.reasons(zico_score(strided(), batches)) == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_hooks_never_synchronise_and_values_match_the_cpu():
+    from zico_fast.proxies.compute import _Taps
+
+    torch.manual_seed(0)
+    net, batches = strided().cuda(), [(x.cuda(), y.cuda()) for x, y in data(size=7)]
+    names = ("grad_norm", "snip", "gsnr", "zico_bc", "naswot", "expressivity", "progressivity", "trainability")
+    taps = _Taps(net, names, None, None)
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside the hooks raises (and becomes a reason)
+    try:
+        for x, y in batches:
+            net.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        taps.detach()
+    assert taps.reasons(zico_score(strided().cuda(), batches)) == {}
+    torch.manual_seed(0)
+    on_cpu = compute(strided(), data(size=7), names)
+    torch.manual_seed(0)
+    on_gpu = compute(strided().cuda(), batches, names)
+    for name in ("naswot", "expressivity", "progressivity"):
+        assert on_gpu[name] == pytest.approx(on_cpu[name], rel=1e-4, abs=1e-6)
+    assert math.isfinite(on_gpu["trainability"])  # other vectors: the device's generator
