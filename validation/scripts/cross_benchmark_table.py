@@ -81,7 +81,9 @@ def table(columns: dict[str, list[str]], allow_partial: bool = False) -> str:
     lines = ["| proxy | " + " | ".join(c.header for c in parts) + " |", "|---" * (len(parts) + 1) + "|"]
     for row in (*ALL, *ENSEMBLES, *MARGINS.values()):
         lines.append(f"| {row} | " + " | ".join(c.cells.get(row, c.missing) for c in parts) + " |")
-    lines += ["", "Kendall tau / Spearman rho on each column's report half (held out), n rows.", ""]
+    lines += ["", "Kendall tau / Spearman rho on each column's report half (held out), n rows. A margin is the "
+              "ensemble's Kendall minus the best single proxy's on the same rows (that proxy picked on those "
+              "rows, which favours it).", ""]
     lines += [f"- {c.note}" for c in parts]
     return "\n".join(lines) + "\n"
 
