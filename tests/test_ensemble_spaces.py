@@ -108,3 +108,63 @@ def test_expressivity_leaves_the_image_out():
     assert values["expressivity"] == pytest.approx(sum(entropies), rel=1e-9)
     assert values["progressivity"] == pytest.approx(min(np.diff(entropies)), rel=1e-6, abs=1e-9)
     assert values["expressivity"] != pytest.approx(sum(entropies) + _entropy(batches[0][0]), rel=1e-6)
+
+
+class TwoInputCell(nn.Module):
+    """A DARTS-like cell: reads the outputs of the two cells before it (s0, s1)."""
+
+    def __init__(self, c=6):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, s0, s1):
+        return torch.relu(self.a(s0) + self.b(s1))
+
+
+class DartsLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.cells = nn.ModuleList(TwoInputCell() for _ in range(3))
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1)
+        return self.head(s1.mean((2, 3)))
+
+
+def _trainability_reference(net, x, previous_of):
+    """AZ-NAS's mean of 2 - s - 1/(s + 1e-6) over cells, each cell's Jacobian taken with respect to
+    the feature `previous_of(k, states)` picks (Rademacher vectors drawn in cell order, seed 0)."""
+    gen, terms = torch.Generator().manual_seed(0), []
+    states = [net.stem(x)]
+    s0 = s1 = states[0]
+    for k, cell in enumerate(net.cells):
+        out = cell(s0, s1)
+        wrt = previous_of(k, states)
+        g_out = torch.randint(0, 2, out.shape, generator=gen, dtype=out.dtype) * 2 - 1
+        (g_in,) = torch.autograd.grad(out, wrt, g_out, retain_graph=True)
+        a = g_in.permute(0, 2, 3, 1).reshape(-1, 6).double()
+        b = g_out.permute(0, 2, 3, 1).reshape(-1, 6).double()
+        s = float(torch.linalg.svdvals(a.T @ b / b.shape[0]).max())
+        terms.append(2 - s - 1 / (s + 1e-6))
+        states.append(out)
+        s0, s1 = s1, out
+    return float(np.mean(terms))
+
+
+def test_trainability_pulls_back_to_the_previous_cell_when_a_cell_reads_two():
+    import copy
+
+    torch.manual_seed(0)
+    net = DartsLike()
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(2)]
+    x = batches[0][0]
+    previous = _trainability_reference(copy.deepcopy(net), x, lambda k, states: states[k])
+    two_back = _trainability_reference(copy.deepcopy(net), x, lambda k, states: states[max(k - 1, 0)])
+    value = compute(net, batches, ("trainability",))["trainability"]
+    assert value == pytest.approx(previous, rel=1e-5)
+    assert value != pytest.approx(two_back, rel=1e-3)  # s0, what the first input alone would give

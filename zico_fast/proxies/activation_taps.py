@@ -129,6 +129,7 @@ class BlockTap(Tap):
         self.identity: list[torch.Tensor] = []
         self.moment_blocks: list[int] = []
         self._started = False
+        self._previous = None  # the last block's output, while the first batch's forward runs
         if not blocks:
             self.fail("the model has no nn.Sequential/nn.ModuleList of 2 or more blocks; pass "
                       "blocks=[module, ...] (the modules whose outputs AZ-NAS should measure)")
@@ -152,7 +153,10 @@ class BlockTap(Tap):
             return self.fail(f"block {k}'s output is {kind}, not a floating-point tensor of 2+ dims "
                              "(pass blocks=[...] whose outputs are features)")
         self._feature(output, f"the output of block {k}")
-        f_in = inputs[0] if inputs else None
+        # Consecutive features: the input that is the previous block's output (a DARTS cell reads the
+        # two before it, s0 and s1: its Jacobian is taken with respect to s1), else the first input.
+        f_in = next((t for t in inputs if t is self._previous), inputs[0] if inputs else None)
+        self._previous = output
         if self.want_trainability and _is_feature(f_in) and f_in.requires_grad:
             self._pull_back(k, f_in, output)
 
@@ -191,6 +195,7 @@ class BlockTap(Tap):
         whose entropy is 0/0) makes expressivity and progressivity NaN wherever it sits, as AZ-NAS's
         sum and np.min propagate NaN; NaN ranks lowest."""
         self.active = False
+        self._previous = None
         entropies, totals = eigen_entropies(self.sigmas) if self.sigmas else ([], [])
         if entropies:
             h, total, finite = (torch.stack(t).cpu() for t in (entropies, totals, self.finite))
