@@ -219,10 +219,9 @@ def zico_score(model: nn.Module, batches: Iterable, loss_fn: Callable = F.cross_
 
     The authors' protocol: train mode, and per batch a forward, `loss_fn(logits, targets)` (mean
     cross-entropy by default; F.mse_loss for regression) and a backward from zeroed gradients.
-    Inputs and weights keep their memory layout (channels_last is often faster), except in a model
-    on the CPU with a conv that hits torch's channels_last defect (1x1, stride > 1, under 8 input
-    channels, see zico_fast.layout): its passes run in NCHW (inputs and conv weights converted, the
-    weights put back after), where that conv is safe. The score is the same up to float rounding.
+    Inputs and weights keep their memory layout (channels_last is often faster), except in a CPU model
+    with a conv that hits torch's channels_last defect (zico_fast.layout): its passes run in NCHW,
+    inputs and conv weights converted (the weights put back after), which moves the score by rounding.
 
     unpack_batch(batch) -> (inputs, targets): for loaders whose items are not (inputs, targets),
     e.g. `lambda b: (b[0], b[1])` for (x, y, index) or `lambda b: (b["image"], b["label"])`.
