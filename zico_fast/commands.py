@@ -17,6 +17,7 @@ import torch
 from zico_fast.engine import (build_seeded, check_device, evaluate, init_seed, make_backend, record as repro_record,
                               torch_settings)
 from zico_fast.errors import ZiCoUserError
+from zico_fast.engine.evaluate import zero_spread_summary
 from zico_fast.engine.repro import machine
 from zico_fast.engine.run_lock import RunLock
 from zico_fast.out_folder import (CORRELATE_LOG, SEARCH_LOG, run_folder, salvage, writable_folder, write_atomically,
@@ -220,6 +221,13 @@ def _score(args, device, out: Path | None) -> int:
     return 0
 
 
+def _summarise_warnings(command: str, records, log: Path) -> None:
+    """The run's one line about networks that scored 0 (their records hold the warning, not the terminal)."""
+    line = zero_spread_summary(records)
+    if line:
+        print(f"zico-fast {command}: {line} in {log}", file=sys.stderr)
+
+
 def search(args) -> int:
     from zico_fast.reporting import SEARCH_OUTPUTS, write_search_outputs
     from zico_fast.search import search as run_search
@@ -238,6 +246,7 @@ def search(args) -> int:
                             log_path=log, device=device, workers=args.workers, threads=args.threads, backend=_backend(args),
                             proxies=engine_names(args.proxies)[0], fitness=args.fitness, progress=not args.no_progress)
         names = write_outputs(write_search_outputs, result, out, data_info(args, space.resolution), log)
+    _summarise_warnings("search", result.records, log)
     if result.best_arch is None:
         print(f"no candidate could be scored ({result.failed} failed); see {log}", file=sys.stderr)
         return 1
@@ -275,6 +284,7 @@ def correlate(args) -> int:
 
     print(f"N={result.report['n']}  Kendall tau / Spearman vs {result.report['truth_column']}:  ZiCo {two('zico')}   "
           f"#Params {two('params')}   FLOPs {two('flops')}")
+    _summarise_warnings("correlate", result.records, out / CORRELATE_LOG)
     if result.report["failed"]:
         print(f"{len(result.report['failed'])} score(s) failed and are left out (see report.json)", file=sys.stderr)
     print(f"outputs in {out}/: {CORRELATE_LOG}, {', '.join(names)}")

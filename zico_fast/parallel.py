@@ -7,9 +7,10 @@ space's key and an optional run log that a restarted loop resumes from.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from zico_fast.engine.evaluate import DEFAULT_PROXIES
+from zico_fast.engine.evaluate import DEFAULT_PROXIES, ZERO_SPREAD
 from zico_fast.engine.pool import Task, WorkerConfig, describe, make_backend
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
 from zico_fast.engine.run_log import RunLog, RunLogError
@@ -17,6 +18,7 @@ from zico_fast.engine.seeding import init_seed
 from zico_fast.errors import ZiCoUserError
 from zico_fast.model_factories import FactorySpace, factory_name
 from zico_fast.proxies.registry import resolve_names
+from zico_fast.scorer import ZeroSpreadWarning
 from zico_fast.spaces.base import SearchSpace
 
 LOG_KIND = "scorer"
@@ -40,9 +42,10 @@ class Scorer:
 
     `score(archs)` returns one dict per arch, in the order asked: id (the position in the log), arch
     (canonical spelling, or 'module:name' of a factory), key, score (ZiCo; None when the candidate
-    failed or its ZiCo is not finite), values ({proxy: value}), error (None or why it failed), seconds,
-    init_seed and cached (True when this call did not score it: an earlier call, the log or an
-    earlier repeat in the same call did). Repeats are scored once, by the space's key.
+    failed or its ZiCo is not finite), values ({proxy: value}), error (None or why it failed), warnings
+    (a zero-spread candidate's ZeroSpreadWarning, also warned when scored), seconds, init_seed and
+    cached (True when this call did not score it: an earlier call, the log or an earlier repeat in
+    the same call did). Repeats are scored once, by the space's key.
     """
 
     def __init__(self, space: SearchSpace | None, batches, *, workers: int = 1, backend="local",
@@ -139,6 +142,7 @@ class Scorer:
                     self._log.append(record)
                 self._cache[record["key"]] = record
                 next_id += 1
+                _warn_zero_spread(record)
 
     def close(self) -> None:
         """Stops the workers and closes the log (also on leaving a `with` block)."""
@@ -157,3 +161,11 @@ class Scorer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _warn_zero_spread(record: dict) -> None:
+    """The API warns as zico_score does, here in the caller's process (a worker's warning would print
+    on the worker's stderr, once per process), naming the candidate; the record holds it too."""
+    for line in record.get("warnings") or ():
+        if line.startswith(ZERO_SPREAD):
+            warnings.warn(ZeroSpreadWarning(f"{record['arch']}: {line[len(ZERO_SPREAD) + 2:]}"), stacklevel=4)

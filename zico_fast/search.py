@@ -196,8 +196,8 @@ def search(space: SearchSpace, batches, *, iterations: int, log_path, population
                         record = {**scored.pop(arch), "cached_from": None}
                     else:
                         score, first = state.cache[arch]
-                        record = {"score": score, "values": state.values[arch], "seconds": 0.0,
-                                  "init_seed": init_seed(seed, space.key(arch)), "cached_from": first,
+                        record = {"score": score, "values": state.values[arch], "warnings": state.warnings[arch],
+                                  "seconds": 0.0, "init_seed": init_seed(seed, space.key(arch)), "cached_from": first,
                                   "error": None if score is not None else f"failed before, at iteration {first}"}
                     record = {"id": i, "arch": arch, **record, "flops": cost.flops, "params": cost.params,
                               "depth": cost.depth, "discarded": discarded}
@@ -253,6 +253,7 @@ class _State:
         self.costs: dict[str, Cost] = {}
         self.cache: dict[str, tuple[float | None, int]] = {}  # arch -> (score or None; first iteration)
         self.values: dict[str, dict] = {}
+        self.warnings: dict[str, list] = {}  # arch -> its first record's warnings (a cached copy repeats them)
         self.counts = dict(scored=0, cached=0, failed=0, discarded=0)
         self.best: tuple[float, str, Cost, int] | None = None
         self.history: list[tuple[int, float, float, float]] = []
@@ -266,6 +267,7 @@ class _State:
         self.counts["failed"] += score is None
         self.cache.setdefault(arch, (score, i))
         self.values.setdefault(arch, record.get("values", {}))
+        self.warnings.setdefault(arch, record.get("warnings", []))
         if score is not None and self.ensemble is not None:
             if record["cached_from"] is None:  # a repeat adds no new network to the population of ranks
                 self.ensemble.add(record["values"])

@@ -1,15 +1,19 @@
 """The one candidate evaluation every command goes through: build under the seed rule, score on
-the batches, return a record of plain values. A candidate's failure is its record, never raised."""
+the batches, return a record of plain values. A candidate's failure is its record, never raised,
+and so is a ZeroSpreadWarning: a run prints one summary (zero_spread_summary), not one per network."""
 from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import torch
 
 from zico_fast.engine.seeding import CandidateBuilder, build_seeded, init_seed
+from zico_fast.scorer import ZeroSpreadWarning
 
 DEFAULT_PROXIES = ("zico",)
+ZERO_SPREAD = "zero_spread"  # the prefix of a ZeroSpreadWarning in a record's "warnings"
 
 
 def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=None, select_output=None,
@@ -32,17 +36,21 @@ def evaluate(model: torch.nn.Module, batches, proxies=DEFAULT_PROXIES, *, cost=N
 
 def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAULT_PROXIES,
                     builder: CandidateBuilder | None = None, weights_seed: int | None = None) -> dict:
-    """{"score", "values", "error", "seconds", "init_seed"} of `arch`: `score` is ZiCo (None when the
-    candidate failed or its ZiCo is not finite; `error` then says why). `builder`: a worker's
-    CandidateBuilder for this space, seed and device (default: a fresh build_seeded network).
+    """{"score", "values", "error", "warnings", "seconds", "init_seed"} of `arch`: `score` is ZiCo (None
+    when the candidate failed or its ZiCo is not finite; `error` then says why); `warnings` lists a
+    ZeroSpreadWarning as "zero_spread: <its message>" (other warnings are shown as usual).
+    `builder`: a worker's CandidateBuilder for this space, seed and device (default: a fresh
+    build_seeded network).
     `weights_seed`: init_seed(seed, space.key(arch)), when the caller has it already."""
     start = time.perf_counter()
-    values, error = {}, None
+    values, error, caught = {}, None, []
     if weights_seed is None:
         weights_seed = init_seed(seed, space.key(arch))
     try:
         model = builder.build(arch, weights_seed) if builder is not None else build_seeded(space, arch, seed, device)
-        values = evaluate(model, batches, proxies, cost=space.cost(arch))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ZeroSpreadWarning)  # every candidate's, not the first per process
+            values = evaluate(model, batches, proxies, cost=space.cost(arch))
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
         if "zico" in values and not math.isfinite(values["zico"]):
@@ -53,5 +61,26 @@ def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAUL
             builder.discard()  # whatever the failure left in a reused network goes with it
     score = values.get("zico") if error is None else None
     return {"score": score, "values": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
-            "error": error, "seconds": round(time.perf_counter() - start, 6),
-            "init_seed": weights_seed}
+            "error": error, "warnings": _recorded(caught),
+            "seconds": round(time.perf_counter() - start, 6), "init_seed": weights_seed}
+
+
+def _recorded(caught: list) -> list[str]:
+    """The record's lines for the ZeroSpreadWarnings in `caught`; any other warning is shown as it
+    would have been outside the capture."""
+    lines = []
+    for w in caught:
+        if issubclass(w.category, ZeroSpreadWarning):
+            lines.append(f"{ZERO_SPREAD}: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return lines
+
+
+def zero_spread_summary(records) -> str | None:
+    """One line for a run's end: how many networks scored 0 for zero spread (None: none did)."""
+    archs = {r["arch"] for r in records if any(w.startswith(ZERO_SPREAD) for w in r.get("warnings") or ())}
+    if not archs:
+        return None
+    return (f"{len(archs)} network{'s' if len(archs) > 1 else ''} scored 0: every scored layer had zero gradient "
+            "spread (their outputs ignore their inputs); see the records' warnings")

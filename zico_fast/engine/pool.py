@@ -63,7 +63,7 @@ class PoolError(ZiCoUserError):
 
 def failed_record(config: WorkerConfig, task: Task, error: str) -> dict:
     """The record of a candidate whose scoring process died (score_candidate's fields)."""
-    return {"score": None, "values": {}, "seconds": None,
+    return {"score": None, "values": {}, "warnings": [], "seconds": None,
             "init_seed": init_seed(config.seed, config.space.key(task.arch)), "error": error}
 
 
