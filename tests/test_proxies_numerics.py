@@ -342,3 +342,16 @@ def test_on_cuda_the_hooks_never_synchronise_and_values_match_the_cpu():
     for name in ("naswot", "expressivity", "progressivity"):
         assert on_gpu[name] == pytest.approx(on_cpu[name], rel=1e-4, abs=1e-6)
     assert math.isfinite(on_gpu["trainability"])  # other vectors: the device's generator
+
+
+def test_a_nan_input_gives_nan_proxies_with_reasons_not_an_svd_error():
+    """Found by the 1,000-case fuzz: the SVD of a non-finite cross moment raised from values()."""
+    torch.manual_seed(0)
+    batches = data(size=7)
+    batches[0][0][1, 0, 0, 0] = math.nan
+    details = {}
+    net = Trunk(*[nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()) for _ in range(2)])
+    values = compute(net, batches, ("zico", "expressivity", "trainability"), nonfinite="nan", details=details)
+    assert all(math.isnan(v) for v in values.values())
+    assert details["reasons"]["trainability"] == "block 0's pulled-back gradient holds inf or NaN"
+    assert details["reasons"]["expressivity"] == "the input of block 0 holds inf or NaN"

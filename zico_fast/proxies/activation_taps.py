@@ -226,7 +226,8 @@ class BlockTap(Tap):
                 k = self.moment_blocks[int(identity.nonzero()[0])]
                 self.fail(f"block {k} is an identity map (AZ-NAS scores it -inf)", ("trainability",))
             elif not torch.isfinite(terms).all():
-                self.fail(f"a block's term came out {terms.tolist()}", ("trainability",))
+                k = self.moment_blocks[int((~torch.isfinite(terms)).nonzero()[0])]
+                self.fail(f"block {k}'s pulled-back gradient holds inf or NaN", ("trainability",))
         return self.value("trainability", lambda: terms.sum() / len(terms))
 
 

@@ -99,9 +99,11 @@ def cross_moment_statistic(g_in: torch.Tensor, g_out: torch.Tensor) -> torch.Ten
 
 
 def trainability_terms(moments: list[torch.Tensor]) -> list[torch.Tensor]:
-    """2 - s - 1/(s + 1e-6) per block, s the top singular value of its cross moment (AZ-NAS)."""
+    """2 - s - 1/(s + 1e-6) per block, s the top singular value of its cross moment (AZ-NAS); NaN
+    for a cross moment holding inf/NaN (from a non-finite gradient), on which the SVD would fail."""
     out = []
     for mat in moments:
-        top = torch.linalg.matrix_norm(mat.double(), ord=2)
-        out.append(2.0 - top - 1.0 / (top + 1e-6))
+        finite = torch.isfinite(mat).all()
+        top = torch.linalg.matrix_norm(torch.where(finite, mat, 0.0).double(), ord=2)
+        out.append(torch.where(finite, 2.0 - top - 1.0 / (top + 1e-6), torch.nan))
     return out
