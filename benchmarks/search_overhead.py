@@ -58,7 +58,7 @@ from zico_fast.engine.seeding import init_seed
 from zico_fast.model_state import ModelPlan
 from zico_fast._ops import init_weights_
 from zico_fast.search import search
-from zico_fast.spaces import nb201
+from zico_fast.spaces import nb201, nb201_net
 from zico_fast.spaces.nb201_reuse import ReusedNB201
 
 NB201_53 = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|"
@@ -78,7 +78,7 @@ def passes(model, batches):
 def constructors(space, ops, device):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(12345)
-        return nb201.NB201Network(ops, space.C, space.N, space.num_classes).train().to(device)
+        return nb201_net.NB201Network(ops, space.C, space.N, space.num_classes).train().to(device)
 
 
 def stages(space, reused, log, state, device):

@@ -7,7 +7,8 @@ from torch import nn
 
 from zico_fast.spaces.fast_build import clone, materialize
 from zico_fast.spaces.mobilenet import ZICO_450M, MobileNetSpace
-from zico_fast.spaces.nb201 import NB201Network, NB201Space, _parse
+from zico_fast.spaces.nb201 import NB201Space, _parse
+from zico_fast.spaces.nb201_net import NB201Network
 
 NB201_ARCHS = [
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",

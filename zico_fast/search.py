@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zico_fast.engine.evaluate import DEFAULT_PROXIES
-from zico_fast.engine.pool import Task, WorkerConfig, describe, make_backend
+from zico_fast.engine.backends import describe, make_backend
+from zico_fast.engine.pool import Task, WorkerConfig
 from zico_fast.engine.repro import check_device, check_threads, record as repro_record
 from zico_fast.engine.run_log import RunLog, RunLogError, stored_settings
 from zico_fast.engine.seeding import init_seed, proposal_rng

@@ -6,11 +6,11 @@ import csv
 import hashlib
 import math
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from zico_fast.errors import ZiCoUserError
+from zico_fast.truth_naslib import load_naslib_json
+from zico_fast.truth_table import Truth, TruthError, TruthRow
 
 DEFAULT_TRUTH_COLUMN = "cifar10_test_acc"
 # NAS-Bench-101's tables have CIFAR-10 validation accuracy only (neither source holds a test split),
@@ -26,28 +26,6 @@ BUNDLED_TABLES = {"nb201-dev": ("nb201", "nb201_dev.csv"), "nb101-dev": ("nb101"
                   "nb101-uniform": ("nb101", "nb101_uniform_dev.csv"), "nb301-dev": ("darts", "nb301_dev.csv")}
 # A space's default table when it is not data/<space>_dev.csv (the darts space's is NAS-Bench-301's).
 DEFAULT_TABLES = {"darts": "nb301_dev.csv"}
-
-
-class TruthError(ZiCoUserError):
-    """A ground-truth file that cannot be used; the message names the file and line."""
-
-
-@dataclass
-class TruthRow:
-    arch_index: int
-    arch: str  # canonical spelling
-    truth: float
-    compare: dict[str, float] = field(default_factory=dict)
-    line: int = 0
-
-
-@dataclass
-class Truth:
-    path: Path
-    column: str
-    compare_columns: list[str]
-    rows: list[TruthRow]
-    sha256: str
 
 
 def _parse_float(text: str, what: str, line: int, path: Path, allow_empty: bool) -> float:
@@ -82,8 +60,6 @@ def load_truth(path: str | Path, space, truth_column: str = DEFAULT_TRUTH_COLUMN
     if not path.is_file():
         raise TruthError(f"truth file {path} does not exist")
     if path.suffix.lower() == ".json":
-        from zico_fast.truth_naslib import load_naslib_json
-
         return load_naslib_json(path, space, truth_column, compare, task)
     raw = path.read_bytes()
     try:

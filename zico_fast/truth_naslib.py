@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from zico_fast.errors import ZiCoUserError
-from zico_fast.truth import Truth, TruthError, TruthRow
+from zico_fast.truth_table import Truth, TruthError, TruthRow
 
 # NASLib's benchmark name -> our space's name
 BENCHMARK_SPACES = {"nasbench201": "nb201", "nasbench101": "nb101", "nasbench301": "darts"}

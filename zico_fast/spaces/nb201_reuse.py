@@ -28,7 +28,8 @@ from zico_fast._ops import init_weights_
 from zico_fast.layers import named_modules_fast
 from zico_fast.model_state import ModelPlan, install_plan
 from zico_fast.spaces.fast_build import clone, init_entries, materialize
-from zico_fast.spaces.nb201 import EDGES, OPS, _parse, _prototypes
+from zico_fast.spaces.nb201_arch import EDGES, OPS, _parse
+from zico_fast.spaces.nb201_net import _prototypes
 
 _EDGE_NAMES = tuple(str(edge) for edge in range(len(EDGES)))
 
