@@ -11,6 +11,7 @@ from engine_spaces import CrashingSpace
 from zico_fast import Scorer, ZiCoUserError
 from zico_fast.engine import InProcessBackend, RunLogError, Task, WorkerConfig, init_seed, score_candidate
 from zico_fast.engine.repro import torch_settings
+from zico_fast.engine.salvage import salvage
 from zico_fast.model_factories import factory_name
 from zico_fast.spaces.nb201 import NB201Space
 
@@ -80,6 +81,30 @@ def test_a_killed_loop_resumes_from_its_log_without_rescoring(batches, tmp_path)
     assert lines[0]["kind"] == "scorer" and [r["id"] for r in lines[1:]] == [0, 1, 2, 3]
     with pytest.raises(RunLogError, match="seed: 0 -> 1"):  # other settings would mix two kinds of score
         Scorer(SPACE, batches, backend=CountingBackend(), log=log, seed=1)
+
+
+def test_a_salvaged_log_resumes_and_rescores_only_the_lost_record(batches, tmp_path):
+    log = tmp_path / "loop.jsonl"
+    archs = [SPACE.arch_from_index(i) for i in (1, 2, 3, 4)]
+    with Scorer(SPACE, batches, backend=CountingBackend(), log=log) as scorer:
+        before = scorer.score(archs)
+    lines = log.read_text().splitlines()
+    twice = tmp_path / "twice.jsonl"  # a record logged twice: salvage first
+    twice.write_text("\n".join(lines + lines[-1:]) + "\n")
+    with pytest.raises(RunLogError, match="holds a record id twice; `zico-fast salvage"):
+        Scorer(SPACE, batches, backend=CountingBackend(), log=twice)
+    lines[2] = lines[2][:len(lines[2]) // 2]  # id 1's record (archs[1]) cut in the middle of the log
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunLogError, match="not a JSON line .*zico-fast salvage"):
+        Scorer(SPACE, batches, backend=CountingBackend(), log=log)
+    assert salvage(log).kept == 3
+    backend = CountingBackend()
+    with Scorer(SPACE, batches, backend=backend, log=log) as scorer:
+        after = scorer.score(archs + [SPACE.arch_from_index(5)])
+    assert backend.asked == [archs[1], SPACE.arch_from_index(5)]  # the lost record and the new arch only
+    assert [r["cached"] for r in after] == [True, False, True, True, False]
+    assert [r["score"] for r in after[:4]] == [r["score"] for r in before]  # the seed rule: the same bits
+    assert [json.loads(line)["id"] for line in log.read_text().splitlines()[1:]] == [0, 2, 3, 4, 5]
 
 
 @pytest.mark.slow

@@ -37,11 +37,12 @@ class Scorer:
     log: a run log (JSON lines) of every scored candidate. A Scorer opened on an existing log with the
         same settings (space, seed, proxies, threads, device, batches) starts with its records cached,
         so a killed loop that proposes the same candidates again re-scores none of them; other
-        settings are refused with the differences named.
+        settings are refused with the differences named. A damaged log is repaired by `zico-fast
+        salvage LOG`; the records it could not keep are scored again when proposed again.
     seed: the seed rule's seed: a candidate's initial weights depend on (seed, space.key(arch)) only,
         so the same arch scores the same here as in `zico-fast score --seed S`, search and correlate.
 
-    `score(archs)` returns one dict per arch, in the order asked: id (the position in the log), arch
+    `score(archs)` returns one dict per arch, in the order asked: id (its number in the log), arch
     (canonical spelling, or 'module:name' of a factory), key, score (ZiCo; None when the candidate
     failed or its ZiCo is not finite), values ({proxy: value}), error (None or why it failed), warnings
     (a zero-spread candidate's ZeroSpreadWarning, also warned when scored), seconds, init_seed and
@@ -86,12 +87,16 @@ class Scorer:
     def _open_log(self, path: Path) -> None:
         self._log = RunLog(path, LOG_KIND, required=("id", "arch", "key", "score"))
         logged = self._log.open(self.settings())
-        if [r["id"] for r in logged] != list(range(len(logged))):
+        ids = [r["id"] for r in logged]
+        if len(set(ids)) < len(ids):
             self._log.close()
-            raise RunLogError(f"{path} has missing or repeated records; it cannot be resumed")
+            raise RunLogError(f"{path} holds a record id twice; `zico-fast salvage {path}` keeps the first of each, "
+                              "then the Scorer resumes from it")
+        # Gaps are records a salvage dropped (a damaged line): their candidates are not cached, so the
+        # loop's next proposal of one scores it again, under a new id.
         for record in logged:
             self._cache.setdefault(record["key"], record)
-        self._next_id = len(logged)
+        self._next_id = max(ids, default=-1) + 1
 
     def _canonical(self, arch) -> str:
         if isinstance(self.space, FactorySpace):
