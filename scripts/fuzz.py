@@ -214,14 +214,14 @@ def tree_state() -> str:
     return git("rev-parse", "--short", "HEAD").strip() + (f" + uncommitted {dirty}" if dirty else "")
 
 
-def summarise(records: list[dict], command: str, seconds: float) -> dict:
+def summarise(records: list[dict], command: str, seconds: float, tree: str) -> dict:
     outcomes: dict[str, int] = {}
     for r in records:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
     failures = [r for r in records if r["problems"]]
     return {
         "command": command, "cases": len(records), "seconds": round(seconds, 1),
-        "torch": torch.__version__, "tree": tree_state(), "outcomes": outcomes,
+        "torch": torch.__version__, "tree": tree, "outcomes": outcomes,
         "crashes": outcomes.get("crash", 0),
         "models_changed": sum(any("changed" in p for p in r["problems"]) for r in records),
         "wrong_or_unexpected": sum(bool(r["problems"]) and r["outcome"] != "crash" for r in records),
@@ -244,9 +244,9 @@ def main() -> None:
     proxies = resolve_names(args.proxies) if args.proxies else ()
     if args.worker:
         return worker(*args.worker, proxies)
-    t0 = time.perf_counter()
+    t0, tree = time.perf_counter(), tree_state()  # the code the workers load
     records = run(args.start, args.cases, proxies=proxies)
-    summary = summarise(records, " ".join(["scripts/fuzz.py"] + sys.argv[1:]), time.perf_counter() - t0)
+    summary = summarise(records, " ".join(["scripts/fuzz.py"] + sys.argv[1:]), time.perf_counter() - t0, tree)
     text = json.dumps(summary, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
