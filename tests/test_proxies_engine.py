@@ -65,3 +65,17 @@ def test_correlate_reports_the_ensemble_and_keeps_the_zico_column(tmp_path):
     assert "ensemble" not in plain.report["correlations"]
     top = every.report["top_of_ranking"]["ensemble"]
     assert 0 <= top["top10_hit"] <= 1 and 0 < top["ndcg10"] <= 1
+
+
+def test_a_candidate_record_says_why_a_proxy_is_undefined(batches):
+    """A cell of 'none' ops makes every block's features constant, so expressivity's entropy is
+    undefined: the record holds None for it and, under "reasons", the proxies' own explanation."""
+    from zico_fast.engine.evaluate import score_candidate
+
+    dead = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    record = score_candidate(SPACE, dead, batches, seed=0, device="cpu", proxies=("zico", "expressivity", "naswot"))
+    assert record["values"]["expressivity"] is None
+    assert set(record["reasons"]) >= {"expressivity"} and all(record["reasons"].values())
+    live = score_candidate(SPACE, "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+                                  "nor_conv_3x3~2|", batches, seed=0, device="cpu", proxies=("zico", "expressivity"))
+    assert live["values"]["expressivity"] is not None and "reasons" not in live

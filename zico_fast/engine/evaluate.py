@@ -38,19 +38,20 @@ def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAUL
                     builder: CandidateBuilder | None = None, weights_seed: int | None = None) -> dict:
     """{"score", "values", "error", "warnings", "seconds", "init_seed"} of `arch`: `score` is ZiCo (None
     when the candidate failed or its ZiCo is not finite; `error` then says why); `warnings` lists a
-    ZeroSpreadWarning as "zero_spread: <its message>" (other warnings are shown as usual).
+    ZeroSpreadWarning as "zero_spread: <its message>" (other warnings are shown as usual); "reasons",
+    present when a proxy is undefined, maps it to why (proxies.compute's details["reasons"]).
     `builder`: a worker's CandidateBuilder for this space, seed and device (default: a fresh
     build_seeded network).
     `weights_seed`: init_seed(seed, space.key(arch)), when the caller has it already."""
     start = time.perf_counter()
-    values, error, caught = {}, None, []
+    values, error, caught, details = {}, None, [], {}
     if weights_seed is None:
         weights_seed = init_seed(seed, space.key(arch))
     try:
         model = builder.build(arch, weights_seed) if builder is not None else build_seeded(space, arch, seed, device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ZeroSpreadWarning)  # every candidate's, not the first per process
-            values = evaluate(model, batches, proxies, cost=space.cost(arch))
+            values = evaluate(model, batches, proxies, cost=space.cost(arch), details=details)
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize(device)
         if "zico" in values and not math.isfinite(values["zico"]):
@@ -60,9 +61,12 @@ def score_candidate(space, arch: str, batches, seed: int, device, proxies=DEFAUL
         if builder is not None:
             builder.discard()  # whatever the failure left in a reused network goes with it
     score = values.get("zico") if error is None else None
-    return {"score": score, "values": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
-            "error": error, "warnings": _recorded(caught),
-            "seconds": round(time.perf_counter() - start, 6), "init_seed": weights_seed}
+    record = {"score": score, "values": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
+              "error": error, "warnings": _recorded(caught),
+              "seconds": round(time.perf_counter() - start, 6), "init_seed": weights_seed}
+    if details.get("reasons"):  # why a proxy is undefined (None in values): the proxies' own words
+        record["reasons"] = dict(details["reasons"])
+    return record
 
 
 def _recorded(caught: list) -> list[str]:
