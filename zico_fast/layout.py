@@ -18,10 +18,11 @@ from torch import nn
 LAYOUTS = ("channels_last", "contiguous")
 
 # The engine's layout per (space, device type) for `--layout auto`, from benchmarks/layout.py
-# (benchmarks/results/layout_cpu.txt: both layouts timed side by side). A space or device not
-# measured keeps contiguous, the layout every network is built in.
+# (benchmarks/results/layout_cpu.txt and layout_cpu_darts_sss.txt: both layouts timed side by side).
+# A space or device not measured keeps contiguous, the layout every network is built in.
 MEASURED = {("nb201", "cpu"): "channels_last", ("nb101", "cpu"): "channels_last",
-            ("mobilenet", "cpu"): "channels_last"}
+            ("mobilenet", "cpu"): "channels_last", ("darts", "cpu"): "channels_last",
+            ("sss", "cpu"): "channels_last"}
 
 
 def hits_cpu_conv_defect(module: nn.Module) -> bool:
