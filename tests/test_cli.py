@@ -24,13 +24,9 @@ def tiny():
 '''
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: far faster than two when other work shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from testing import one_thread  # noqa: E402,F401  (the fixture, used by every test here)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_score_nb201_arch_and_index(tmp_path, capsys):

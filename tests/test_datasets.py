@@ -19,12 +19,9 @@ SMALL = ["--batch-size", "8", "--device", "cpu"]
 UNIFORM = resolve_truth("nb101-uniform", "nb101")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from testing import one_thread  # noqa: E402,F401  (the fixture, used by every test here)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cifar100_batches_hold_its_labels_and_its_normalisation():

@@ -14,12 +14,9 @@ ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_con
 SMALL = ["--batch-size", "8", "--device", "cpu", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from testing import one_thread  # noqa: E402,F401  (the fixture, used by every test here)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_record_names_a_channels_last_layout_and_not_the_machine():

@@ -22,12 +22,9 @@ SPACE = SSSSpace()
 SMALL = ["--batch-size", "8", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from testing import one_thread  # noqa: E402,F401  (the fixture, used by every test here)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- NATS-Bench's network as its constructors make it (DynamicShapeTinyNet with 5 channels: N=1;

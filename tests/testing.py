@@ -1,6 +1,7 @@
 """Shared test helpers: the devices to test on, running the kernels on given gradient lists, and run
 log records compared without their timings."""
 import numpy as np
+import pytest
 import torch
 
 import zico_fast
@@ -51,3 +52,13 @@ def without_timings(records: list[dict]) -> list[dict]:
 def logged_without_timings(path) -> list[dict]:
     """The records of the run log at `path`, minus their timings."""
     return without_timings(read_run_log(path)[1])
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test (a module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`
+    after importing it): far faster than two when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

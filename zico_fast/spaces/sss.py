@@ -92,7 +92,9 @@ class SizeCell(nn.Module):
 
 
 class ResidualReduction(nn.Module):
-    """The stride-2 basic block between cells; its shortcut is a 2x2 avg-pool then a 1x1 conv."""
+    """The stride-2 basic block between cells; its shortcut is a 2x2 avg-pool then a 1x1 conv.
+    The structure of nb201_net.ResidualReduction, made of this file's ReLUConvBN so that the module
+    names are NATS-Bench's (its trained weights load by name)."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
