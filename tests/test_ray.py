@@ -200,3 +200,22 @@ def test_cli_backend_flags(cluster, tmp_path, capsys):
     header, records = read_run_log(found / "search.jsonl")
     assert header["backend"]["kind"] == "ray" and len(records) == 4
     assert json.loads((found / "best.json").read_text())["arch"] in {r["arch"] for r in records}
+
+
+def test_scorer_on_ray_gives_the_local_records_in_the_order_asked(cluster):
+    """zico_fast.Scorer with backend="ray" on the real cluster: the same records, bit for bit, as the
+    local worker processes, in the order asked, a repeat scored once; index 3 (its output ignores its
+    input) warns in the caller's process on both backends."""
+    from zico_fast import Scorer, ZeroSpreadWarning
+
+    archs = [SPACE.arch_from_index(i) for i in (97, 3, 97, 1234)]
+    sets = batch_sets()[0]
+    with Scorer(SPACE, sets, workers=2, backend="ray", ray_address=cluster, threads=1) as scorer, \
+            pytest.warns(ZeroSpreadWarning, match="nor_conv_1x1~0"):
+        on_ray = scorer.score(archs)
+    with Scorer(SPACE, sets, workers=2, backend="local", threads=1) as scorer, \
+            pytest.warns(ZeroSpreadWarning, match="nor_conv_1x1~0"):
+        local = scorer.score(archs)
+    assert [r["arch"] for r in on_ray] == archs
+    assert without_timings(on_ray) == without_timings(local)
+    assert all(r["score"] is not None for r in on_ray)
