@@ -13,6 +13,7 @@ from zico_fast.cli import main
 from zico_fast.data import make_batches
 from zico_fast.engine import build_seeded, evaluate
 from zico_fast.engine.repro import torch_settings
+from zico_fast.spaces import NumberedSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "tiny_space.py"
@@ -122,3 +123,45 @@ def test_an_unknown_space_name_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["search", "--space", "nb999", "--out", "x"])
     assert stop.value.code == 2 and "neither a space" in capsys.readouterr().err
+
+
+class NumberedTiny(NumberedSpace):
+    """The tiny space numbered: its 27 width triples in base-3 order; only the numbering is new."""
+
+    name, size = "numbered-tiny", 27
+
+    def __init__(self):
+        self.tiny = tiny_space()
+        self.num_classes, self.resolution = 10, 32
+
+    def canonical(self, arch):
+        return self.tiny.canonical(arch)
+
+    def mutate(self, arch, rng, num_blocks=1):
+        return self.tiny.mutate(arch, rng, num_blocks)
+
+    def build(self, arch):
+        return self.tiny.build(arch)
+
+    def cost(self, arch):
+        return self.tiny.cost(arch)
+
+    def index_of(self, arch):
+        return sum((8, 16, 32).index(w) * 3 ** (2 - i) for i, w in enumerate(self.tiny.widths(arch)))
+
+    def arch_from_index(self, index):
+        index = self.checked_index(index)
+        return "-".join(str((8, 16, 32)[index // 3 ** (2 - i) % 3]) for i in range(3))
+
+def test_a_numbered_user_space_draws_and_lists_by_its_numbering():
+    import random
+
+    space = NumberedTiny()
+    listing = list(space.enumerate())
+    assert len(set(listing)) == 27 and [space.index_of(a) for a in listing] == list(range(27))
+    draws, reference = random.Random(5), random.Random(5)
+    assert [space.random(draws) for _ in range(20)] == [listing[reference.randrange(27)] for _ in range(20)]
+    assert space.initial(random.Random(1)) == listing[random.Random(1).randrange(27)]
+    for bad in (-1, 27, True, 2.0):
+        with pytest.raises(ValueError, match=r"numbered-tiny index must be in 0\.\.26"):
+            space.arch_from_index(bad)

@@ -2,7 +2,7 @@
 import importlib
 
 from zico_fast.errors import ZiCoUserError
-from zico_fast.spaces.base import Cost, SearchSpace
+from zico_fast.spaces.base import Cost, NumberedSpace, SearchSpace
 
 #: name -> "module:class"; the CLI offers exactly these names.
 SPACES = {
@@ -23,4 +23,4 @@ def get_space(name: str, **options) -> SearchSpace:
     return getattr(importlib.import_module(module), cls)(**options)
 
 
-__all__ = ["Cost", "SearchSpace", "SPACES", "get_space"]
+__all__ = ["Cost", "NumberedSpace", "SearchSpace", "SPACES", "get_space"]

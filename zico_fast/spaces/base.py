@@ -81,3 +81,35 @@ class SearchSpace(abc.ABC):
         options = {k: v for k, v in sorted(vars(self).items())
                    if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
         return {"name": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}", "options": options}
+
+
+class NumberedSpace(SearchSpace):
+    """A space its benchmark numbers 0..size-1 (NB201, SSS): random draws, the initial structure and
+    the listing all come from the numbering, so a seeded draw is the same index in every space."""
+
+    has_index = True
+    size: int  # how many architectures the benchmark numbers
+
+    @abc.abstractmethod
+    def index_of(self, arch: str) -> int:
+        """The benchmark's index of `arch`."""
+
+    @abc.abstractmethod
+    def arch_from_index(self, index: int) -> str:
+        """The architecture with benchmark index `index` (pass it through `checked_index` first)."""
+
+    def checked_index(self, index) -> int:
+        """`index` if it is an integer in 0..size-1; else a ValueError that gives the range."""
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.size:
+            raise ValueError(f"{self.name} index must be in 0..{self.size - 1}, got {index!r}")
+        return index
+
+    def enumerate(self):
+        """Every architecture, in benchmark index order."""
+        return (self.arch_from_index(i) for i in range(self.size))
+
+    def random(self, rng: random.Random) -> str:
+        return self.arch_from_index(rng.randrange(self.size))
+
+    def initial(self, rng: random.Random) -> str:
+        return self.random(rng)

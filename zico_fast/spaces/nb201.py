@@ -2,21 +2,20 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator
 
 from torch import nn
 
-from zico_fast.spaces.base import Cost, SearchSpace
+from zico_fast.spaces.base import Cost, NumberedSpace
 from zico_fast.spaces.nb201_arch import EDGES, NUM_ARCHS, OPS, _code, _index_order, _parse, _to_string
 from zico_fast.spaces.nb201_cost import network_counts
 from zico_fast.spaces.nb201_net import _build_fast
 
 
-class NB201Space(SearchSpace):
+class NB201Space(NumberedSpace):
     """The 15,625 cells of NAS-Bench-201 on CIFAR (C=16, N=5 by default), named by their arch strings."""
 
     name = "nb201"
-    has_index = True  # NAS-Bench-201 / NATS-Bench-TSS numbering
+    size = NUM_ARCHS  # NAS-Bench-201 / NATS-Bench-TSS numbering
 
     def __init__(self, num_classes: int = 10, C: int = 16, N: int = 5, resolution: int = 32):
         if resolution % 4:  # two stride-2 stages: conv and avg-pool shortcut disagree on odd sizes
@@ -32,25 +31,13 @@ class NB201Space(SearchSpace):
         return _index_order()[1][_code(_parse(arch))]
 
     def arch_from_index(self, index: int) -> str:
-        if not 0 <= index < NUM_ARCHS:
-            raise ValueError(f"NB201 index must be in 0..{NUM_ARCHS - 1}, got {index}")
-        code, ops = _index_order()[0][index], []
+        code, ops = _index_order()[0][self.checked_index(index)], []
         for _ in EDGES:
             code, o = divmod(code, len(OPS))
             ops.append(o)
         return _to_string(tuple(reversed(ops)))
 
-    def enumerate(self) -> Iterator[str]:
-        """All 15,625 arch strings in benchmark index order."""
-        return (self.arch_from_index(i) for i in range(NUM_ARCHS))
-
     # ---- search ------------------------------------------------------------------------------
-    def random(self, rng: random.Random) -> str:
-        return self.arch_from_index(rng.randrange(NUM_ARCHS))
-
-    def initial(self, rng: random.Random) -> str:
-        return self.random(rng)
-
     def mutate(self, arch: str, rng: random.Random, num_blocks: int = 1) -> str:
         """Give `num_blocks` distinct random edges each a different random op."""
         ops = list(_parse(arch))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from zico_fast.spaces.base import Cost, SearchSpace
+from zico_fast.spaces.base import Cost, NumberedSpace
 from zico_fast.spaces.fast_build import materialize
 
 CHANNELS = (8, 16, 24, 32, 40, 48, 56, 64)  # the choices at every position
@@ -162,11 +161,11 @@ def network_counts(channels: tuple[int, ...], resolution: int, num_classes: int)
     return params, macs
 
 
-class SSSSpace(SearchSpace):
+class SSSSpace(NumberedSpace):
     """The 32,768 networks of NATS-Bench-SSS on CIFAR, named by their channel strings."""
 
     name = "sss"
-    has_index = True  # NATS-Bench-SSS numbering
+    size = NUM_ARCHS  # NATS-Bench-SSS numbering
 
     def __init__(self, num_classes: int = 10, resolution: int = 32):
         if resolution % 4:  # two stride-2 stages: conv and avg-pool shortcut disagree on odd sizes
@@ -186,25 +185,13 @@ class SSSSpace(SearchSpace):
         return index
 
     def arch_from_index(self, index: int) -> str:
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < NUM_ARCHS:
-            raise ValueError(f"SSS index must be an integer in 0..{NUM_ARCHS - 1}, got {index!r}")
-        digits = []
+        index, digits = self.checked_index(index), []
         for _ in range(POSITIONS):
             index, digit = divmod(index, len(CHANNELS))
             digits.append(CHANNELS[digit])
         return to_string(reversed(digits))
 
-    def enumerate(self) -> Iterator[str]:
-        """All 32,768 arch strings in benchmark index order."""
-        return (self.arch_from_index(i) for i in range(NUM_ARCHS))
-
     # ---- search ------------------------------------------------------------------------------
-    def random(self, rng: random.Random) -> str:
-        return self.arch_from_index(rng.randrange(NUM_ARCHS))
-
-    def initial(self, rng: random.Random) -> str:
-        return self.random(rng)
-
     def mutate(self, arch: str, rng: random.Random, num_blocks: int = 1) -> str:
         """Give `num_blocks` distinct random positions each a different random channel count."""
         channels = list(parse(arch))
