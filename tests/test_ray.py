@@ -1,5 +1,5 @@
 """The Ray backend on a real local Ray cluster (started here on 127.0.0.1, shut down after): the same
-log records as the local processes, actor deaths, native crashes and a killed driver."""
+log records as the local processes, actor deaths, native crashes, a killed driver and a SIGTERM'd one."""
 import csv
 import json
 import os
@@ -219,3 +219,40 @@ def test_scorer_on_ray_gives_the_local_records_in_the_order_asked(cluster):
     assert [r["arch"] for r in on_ray] == archs
     assert without_timings(on_ray) == without_timings(local)
     assert all(r["score"] is not None for r in on_ray)
+
+
+def test_sigterm_stops_a_ray_search_cleanly_and_it_resumes(cluster, tmp_path):
+    """A real SIGTERM to the CLI driving actors on the cluster: exit 143 within seconds, the resume
+    line, a whole log, no lock, the cluster's CPUs given back; the same command then completes it."""
+    out = tmp_path / "run"
+    log = out / "search.jsonl"
+    command = [sys.executable, "-m", "zico_fast", "search", "--space", "nb201", "--synthetic", "--batch-size", "8",
+               "--resolution", "16", "--iterations", "30", "--population", "4", "--seed", "3", "--device", "cpu",
+               "--no-progress", "--backend", "ray", "--ray-address", cluster, "--workers", "2", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if log.exists() and log.read_bytes().count(b"\n") >= 3:  # header + 2 records
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    start = time.time()
+    proc.send_signal(signal.SIGTERM)
+    status = proc.wait(timeout=60)
+    seconds, err = time.time() - start, proc.stderr.read()
+    proc.stderr.close()
+    assert status == 143 and seconds < 20, (status, seconds, err[-2000:])
+    last = err.strip().splitlines()[-1]
+    assert "stopped by SIGTERM" in last and "to resume run the same command: zico-fast search " in last
+    assert "Traceback" not in err
+    kept = [r["id"] for r in read_run_log(log)[1]]  # parses: whole lines only
+    assert kept == list(range(len(kept))) and 2 <= len(kept) < 30
+    assert not (out / "search.jsonl.lock").exists()
+    deadline = time.time() + 60  # the driver's actors die with it: the cluster has its 2 CPUs again
+    while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r["id"] for r in read_run_log(log)[1]] == list(range(30))

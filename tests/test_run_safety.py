@@ -1,7 +1,8 @@
 """Run safety with real processes and real signals: one writer per run folder (a second search is
 refused naming the first, a killed holder's folder resumes), clean stops on SIGTERM and Ctrl-C
 (exit 143/130, the resume line, a whole log, no worker left), a worker mid-candidate killed at
-once, a second Ctrl-C that stops at once, and workers that die with a driver killed by -9."""
+once, a second Ctrl-C that stops at once, workers that die with a driver killed by -9, and the signal
+reported as sent when Ray swaps our exception for a bare KeyboardInterrupt."""
 import os
 import signal
 import subprocess
@@ -188,3 +189,24 @@ def test_workers_die_with_a_driver_killed_by_sigkill(tmp_path):
     proc.wait()
     proc.stderr.close()
     assert workers and not still_alive(workers)
+
+
+def test_a_signal_swapped_for_a_plain_keyboard_interrupt_is_reported_as_sent():
+    """Ray's C++ wait loop catches the Stopped our handler raises and raises a bare KeyboardInterrupt;
+    stop_cleanly gives the caller the signal that arrived (SIGTERM: exit 143, not Ctrl-C's 130)."""
+    from zico_fast.clean_stop import Stopped, stop_cleanly
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Stopped) as stopped:
+        with stop_cleanly():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises in this thread at the next bytecode
+            except Stopped:
+                raise KeyboardInterrupt() from None  # what ray.get does with it
+    assert stopped.value.signal_name == "SIGTERM" and stopped.value.exit_status == 143
+    with pytest.raises(KeyboardInterrupt) as plain:  # a KeyboardInterrupt no signal caused stays as it is
+        with stop_cleanly():
+            raise KeyboardInterrupt()
+    assert not isinstance(plain.value, Stopped)
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back

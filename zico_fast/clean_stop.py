@@ -42,9 +42,13 @@ def _stop_now(signum, frame) -> None:
     os._exit(128 + signum)
 
 
+_received: list[int] = []  # the signal that began the current clean stop (main thread only)
+
+
 def _stop(signum, frame) -> None:
     for s in SIGNALS:
         signal.signal(s, _stop_now)
+    _received.append(signum)
     raise Stopped(signum)
 
 
@@ -56,8 +60,16 @@ def stop_cleanly():
         yield
         return
     previous = {s: signal.signal(s, _stop) for s in SIGNALS}
+    _received.clear()
     try:
         yield
+    except KeyboardInterrupt as interrupt:
+        # Ray's C++ wait loop (ray.get/ray.wait) catches the Stopped our handler raised and raises a
+        # plain KeyboardInterrupt instead: give the caller back the signal that really arrived.
+        if _received and not isinstance(interrupt, Stopped):
+            raise Stopped(_received[0]) from None
+        raise
     finally:
+        _received.clear()
         for s, handler in previous.items():
             signal.signal(s, handler)
