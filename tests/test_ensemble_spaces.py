@@ -18,9 +18,10 @@ from zico_fast.spaces import get_space
 from zico_fast.spaces.nb201 import NB201Space
 
 
-def test_nb201_keeps_its_validated_members_and_other_spaces_take_flops():
+def test_validated_spaces_keep_their_members_and_other_spaces_take_flops():
     assert members_for("nb201") == ENSEMBLE_MEMBERS == SPACE_MEMBERS["nb201"]
-    for name in ("nb101", "darts", "mobilenet", "sss", "custom"):
+    assert members_for("darts") == ENSEMBLE_MEMBERS  # measured on NB301's fit half: params beat FLOPs there
+    for name in ("nb101", "mobilenet", "sss", "custom"):
         members = members_for(name)
         assert "flops" in members and "params" not in members
         assert [m for m in members if m != "flops"] == [m for m in ENSEMBLE_MEMBERS if m != "params"]
