@@ -3,11 +3,14 @@ ranks unlike params), one warning for a search on a space never validated, and A
 that start after the stem, never at the image."""
 import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+import zico_fast
 
 from zico_fast.engine import InProcessBackend, read_run_log
 from zico_fast.proxies import ENSEMBLE_MEMBERS, compute
@@ -51,6 +54,21 @@ def test_ensemble_search_warns_once_on_an_unvalidated_space(space, warned, tmp_p
         assert "other space" in str(ours[0].message) and "ensemble_per_space.py" in str(ours[0].message)
     header = read_run_log(tmp_path / "log.jsonl")[0]
     assert header["settings"]["fitness"]["members"] == list(members_for(space.name))
+
+
+@pytest.mark.slow
+def test_correlate_reports_the_ensemble_of_the_spaces_default_members(tmp_path):
+    from zico_fast.correlate import correlate
+    from zico_fast.proxies import ALL
+    from zico_fast.truth import load_truth
+
+    space = OtherSpace(C=4, N=1, resolution=16)  # NB201 rows under a space name with FLOPs as its default
+    table = load_truth(Path(zico_fast.__file__).parent / "data" / "nb201_dev.csv", space, "cifar10_test_acc")
+    data = [[(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))) for _ in range(2)]]
+    result = correlate(space, data, log_path=tmp_path / "log.jsonl", truth=table,
+                       sample=10, seed=0, threads=1, backend=InProcessBackend(), proxies=ALL)
+    ensemble = result.report["correlations"]["ensemble"]
+    assert ensemble["members"] == list(members_for("other")) != list(ENSEMBLE_MEMBERS)  # FLOPs, not params
 
 
 def _feature_labels(model, x):

@@ -194,11 +194,13 @@ def build_report(table: Truth, rows, records: list[dict], space, settings: dict)
     for column in table.compare_columns:
         correlations[column] = rank_correlations([r.compare[column] for r in rows], truth)
     warn_if_few(correlations["zico"]["n"])
-    from zico_fast.proxies.evaluation import ensemble_and_top_of_ranking  # population columns of the proxies
+    from zico_fast.proxies.ensemble import members_for  # population columns of the proxies
+    from zico_fast.proxies.evaluation import ensemble_and_top_of_ranking
 
     # top-k measures need at least 3 rows; below that the warning above has said enough
-    ensemble, top_of_ranking = (ensemble_and_top_of_ranking(first, truth, costs, settings["proxies"]) if n >= 3
-                                else (None, {}))
+    members = members_for(settings["space"]["name"])
+    ensemble, top_of_ranking = (ensemble_and_top_of_ranking(first, truth, costs, settings["proxies"], members)
+                                if n >= 3 else (None, {}))
     if ensemble is not None:
         correlations["ensemble"] = ensemble
     seconds = [r["seconds"] for r in records if r.get("seconds") is not None] or [math.nan]

@@ -39,10 +39,12 @@ def ranking_quality(proxy: Sequence[float], truth: Sequence[float], top_fraction
             "n": m}
 
 
-def ensemble_and_top_of_ranking(records: list[dict], truth: Sequence[float], costs, proxies: Sequence[str]) -> tuple[dict | None, dict]:
+def ensemble_and_top_of_ranking(records: list[dict], truth: Sequence[float], costs, proxies: Sequence[str],
+                                members: Sequence[str]) -> tuple[dict | None, dict]:
     """For a correlate run (first-repeat records in row order): the `ensemble` column's correlations
-    (None unless every member was computed) and every column's top-10% hit rate and nDCG@10%."""
-    from zico_fast.proxies.ensemble import ENSEMBLE_MEMBERS, rank_aggregate
+    with `members` (the space's default, members_for: what `--fitness ensemble` ranks by there; None
+    unless every member was computed) and every column's top-10% hit rate and nDCG@10%."""
+    from zico_fast.proxies.ensemble import rank_aggregate
     from zico_fast.ranking import rank_correlations
 
     def value(record, name):
@@ -54,9 +56,9 @@ def ensemble_and_top_of_ranking(records: list[dict], truth: Sequence[float], cos
     for name in proxies:
         columns.setdefault(name, [value(r, name) for r in records])
     ensemble = None
-    if all(m in columns for m in ENSEMBLE_MEMBERS):
-        columns["ensemble"] = list(rank_aggregate(columns, ENSEMBLE_MEMBERS))
-        ensemble = {**rank_correlations(columns["ensemble"], truth), "members": list(ENSEMBLE_MEMBERS),
+    if all(m in columns for m in members):
+        columns["ensemble"] = list(rank_aggregate(columns, members))
+        ensemble = {**rank_correlations(columns["ensemble"], truth), "members": list(members),
                     "aggregation": "sum over members of log(rank/m) over this run's rows (AZ-NAS)"}
     top = {}
     for name, values in columns.items():
