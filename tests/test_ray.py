@@ -132,7 +132,10 @@ def test_a_candidate_that_crashes_natively_fails_alone(cluster, tmp_path):
             assert r["score"] is None and "died 2 times" in r["error"]
         else:
             assert r["score"] == ref["score"] and r["error"] is None
-    assert backend.respawned == 2 * sum(crashed)
+    # Each crash costs two actors. At least: on a loaded machine (a CI run beside a long scoring job)
+    # Ray once also lost an innocent actor (11 against 10); its candidate was retried and the records
+    # above stayed exact, which is what this test is for.
+    assert 2 * sum(crashed) <= backend.respawned <= 2 * sum(crashed) + 2
 
 
 DRIVER = """
