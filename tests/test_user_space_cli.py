@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from zico_fast.cli import main
@@ -153,6 +154,7 @@ class NumberedTiny(NumberedSpace):
         index = self.checked_index(index)
         return "-".join(str((8, 16, 32)[index // 3 ** (2 - i) % 3]) for i in range(3))
 
+
 def test_a_numbered_user_space_draws_and_lists_by_its_numbering():
     import random
 
@@ -162,6 +164,7 @@ def test_a_numbered_user_space_draws_and_lists_by_its_numbering():
     draws, reference = random.Random(5), random.Random(5)
     assert [space.random(draws) for _ in range(20)] == [listing[reference.randrange(27)] for _ in range(20)]
     assert space.initial(random.Random(1)) == listing[random.Random(1).randrange(27)]
+    assert space.arch_from_index(np.int64(26)) == listing[26]  # numpy's integers are integers too
     for bad in (-1, 27, True, 2.0):
         with pytest.raises(ValueError, match=r"numbered-tiny index must be in 0\.\.26"):
             space.arch_from_index(bad)

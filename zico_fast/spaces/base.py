@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import numbers
 import random
 from dataclasses import dataclass
 
@@ -99,10 +100,11 @@ class NumberedSpace(SearchSpace):
         """The architecture with benchmark index `index` (pass it through `checked_index` first)."""
 
     def checked_index(self, index) -> int:
-        """`index` if it is an integer in 0..size-1; else a ValueError that gives the range."""
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.size:
+        """`index` as an int if it is an integer (numpy's too) in 0..size-1; else a ValueError that
+        gives the range."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < self.size:
             raise ValueError(f"{self.name} index must be in 0..{self.size - 1}, got {index!r}")
-        return index
+        return int(index)
 
     def enumerate(self):
         """Every architecture, in benchmark index order."""
