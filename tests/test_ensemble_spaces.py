@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 import zico_fast
-
 from zico_fast.engine import InProcessBackend, read_run_log
 from zico_fast.proxies import ENSEMBLE_MEMBERS, compute
 from zico_fast.proxies.activation_taps import BlockTap, default_blocks

@@ -194,8 +194,8 @@ def build_report(table: Truth, rows, records: list[dict], space, settings: dict)
     for column in table.compare_columns:
         correlations[column] = rank_correlations([r.compare[column] for r in rows], truth)
     warn_if_few(correlations["zico"]["n"])
-    from zico_fast.proxies.ensemble import members_for  # population columns of the proxies
-    from zico_fast.proxies.evaluation import ensemble_and_top_of_ranking
+    from zico_fast.proxies.ensemble import members_for
+    from zico_fast.proxies.evaluation import ensemble_and_top_of_ranking  # population columns of the proxies
 
     # top-k measures need at least 3 rows; below that the warning above has said enough
     members = members_for(settings["space"]["name"])

@@ -219,8 +219,9 @@ def _ensemble_members(space: SearchSpace) -> tuple[str, ...]:
     members = members_for(space.name)
     if space.name not in SPACE_MEMBERS:
         warnings.warn(f"the ensemble's members ({', '.join(members)}) were validated on held-out rows of the "
-                      f"{' and '.join(SPACE_MEMBERS)} spaces, never on the {space.name} space; measure them there (a correlate --proxies all run, then "
-                      "validation/scripts/ensemble_per_space.py) before trusting the ranking",
+                      f"{' and '.join(SPACE_MEMBERS)} spaces, never on the {space.name} space; measure them "
+                      "there (a correlate --proxies all run, then validation/scripts/selection_rules.py and "
+                      "ensemble_per_space.py) before trusting the ranking",
                       UnvalidatedEnsembleWarning, stacklevel=3)
     return members
 

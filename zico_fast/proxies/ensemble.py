@@ -26,8 +26,8 @@ import numpy as np
 #: as our FLOPs do). Fit-half tau 0.744 there; the report half is measured in validation/README.md.
 ENSEMBLE_MEMBERS = ("naswot", "zico_bc", "expressivity", "progressivity", "params", "trainability")
 
-#: Default members of the spaces where held-out rows support them (validation/README.md section
-#: "Ensemble members per space"); a space joins only with measurements. darts: on the NB301 fit half,
+#: Default members of the spaces where held-out rows support them (validation/README.md section 9);
+#: a space joins only with measurements. darts: on the NB301 fit half,
 #: cut 40 times (validation/scripts/selection_rules.py), the NB201 members unchanged transfer best
 #: (0.381 Kendall on the unseen part, FLOPs in place of params 0.374, members chosen there by subsets
 #: 0.358 or greedily 0.337, the best single proxy 0.322); the report half then gave them 0.349, above
